@@ -1,0 +1,39 @@
+"""Names shared by every part of the package (DESIGN.md §1-2).
+
+Every reader and writer of an element name or a table key goes through these helpers, so that
+a key is spelled in one place only.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+#: Name of the table that annotates the spots.
+TABLE_KEY = "table"
+#: ``obs`` column naming the shapes element a row annotates (spatialdata's ``region_key``).
+REGION_KEY = "region"
+#: ``obs`` column holding the spot id, equal to the index of the spots shapes element.
+INSTANCE_KEY = "spot_id"
+#: Coordinate system of images and spots: the pixel space of the H&E image.
+COORDINATE_SYSTEM = "global"
+#: Key of this package's entry in ``SpatialData.attrs``.
+ATTRS_KEY = "hist2st_tk"
+
+MppSource = Literal["st_grid", "visium_spot", "slide_metadata", "user"]
+MPP_SOURCES: tuple[str, ...] = ("st_grid", "visium_spot", "slide_metadata", "user")
+
+#: Legacy ST array: 100 um spots on a 200 um centre-to-centre grid.
+ST_SPOT_DIAMETER_UM = 100.0
+ST_SPOT_PITCH_UM = 200.0
+#: 10x Visium: 55 um spots.
+VISIUM_SPOT_DIAMETER_UM = 55.0
+
+
+def image_key(sample: str) -> str:
+    """Name of the H&E image element of ``sample``."""
+    return f"{sample}_he"
+
+
+def spots_key(sample: str) -> str:
+    """Name of the spot (or tile) shapes element of ``sample``."""
+    return f"{sample}_spots"

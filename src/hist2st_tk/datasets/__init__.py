@@ -1,0 +1,2 @@
+"""Datasets."""
+from __future__ import annotations

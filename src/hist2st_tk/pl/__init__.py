@@ -1,0 +1,2 @@
+"""Plots."""
+from __future__ import annotations

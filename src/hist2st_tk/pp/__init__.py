@@ -1,0 +1,9 @@
+"""Preprocessing: tissue, stain, patches at physical size, image features, spatial graph, gene panels.
+
+The functions arrive with the image-features work (see the issues); the namespace exists so that the
+``read -> pp -> tl -> pl`` layout is visible from the start.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
