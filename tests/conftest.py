@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,3 +33,82 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def visium_root(data_root: Path) -> Path:
     return data_root
+
+
+PITCH_PX = 40  # grid neighbours are 40 px apart: 200 um / 40 px = 5 um per pixel
+GENES = ["ERBB2", "GNAS", "ACTB", "MT-CO1"]
+
+
+def write_st_files(
+    folder: Path, *, n: int = 5, image_mode: str = "RGB", shift_px: float = 0.0, seed: int = 0
+) -> dict[str, Path]:
+    """An n x n grid of spots, its counts (spots x genes) and a matching RGB JPEG."""
+    rng = np.random.default_rng(seed)
+    x, y = np.meshgrid(np.arange(1, n + 1), np.arange(1, n + 1))
+    x, y = x.ravel(), y.ravel()
+    spots = pd.DataFrame(
+        {
+            "x": x,
+            "y": y,
+            "new_x": x + 0.01,
+            "new_y": y - 0.01,
+            "pixel_x": x * PITCH_PX + shift_px,
+            "pixel_y": y * PITCH_PX,
+            "selected": 1,
+        }
+    )
+    counts = pd.DataFrame(
+        rng.poisson(5, size=(len(spots), len(GENES))),
+        index=[f"{a}x{b}" for a, b in zip(x, y, strict=True)],
+        columns=GENES,
+    )
+    size = (n + 2) * PITCH_PX
+    pixels = rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).convert(image_mode)
+    paths = {
+        "counts": folder / "counts.tsv.gz",
+        "spots": folder / "selection.tsv",
+        "image": folder / ("he.jpg" if image_mode in ("RGB", "L") else "he.png"),
+    }
+    counts.to_csv(paths["counts"], sep="\t")
+    spots.to_csv(paths["spots"], sep="\t", index=False)
+    image.save(paths["image"])
+    return paths
+
+
+@pytest.fixture
+def st_files(tmp_path: Path):
+    """Factory writing tiny legacy-ST files into a fresh folder (see :func:`write_st_files`)."""
+    counter = iter(range(1000))
+
+    def make(**kwargs) -> dict[str, Path]:
+        folder = tmp_path / f"st{next(counter)}"
+        folder.mkdir()
+        return write_st_files(folder, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def her2st():
+    """Loader of real HER2ST sections (cached for the session; tests must not modify them).
+
+    Reads the shared data when present, else the user cache or a download; skips when offline.
+    """
+    import hist2st_tk as ht
+
+    loaded = {}
+
+    def load(section: str):
+        if section not in loaded:
+            root = real_data_root()
+            data_dir = root / "her2st" if root is not None and (root / "her2st").is_dir() else None
+            try:
+                loaded[section] = ht.datasets.her2st(section, data_dir=data_dir)
+            except OSError as err:
+                pytest.skip(
+                    f"HER2ST section {section} is not available locally and could not be downloaded: {err}"
+                )
+        return loaded[section]
+
+    return load

@@ -32,6 +32,8 @@ def check_mpp(mpp: float) -> float:
 def set_mpp(sdata: SpatialData, image_key: str, mpp: float, *, source: MppSource = "user") -> None:
     """Record the physical scale of an image.
 
+    Writes ``sdata.attrs["hist2st_tk"]["mpp"][image_key]``, a dict with keys ``"mpp"`` and ``"source"``.
+
     Parameters
     ----------
     sdata
@@ -43,8 +45,6 @@ def set_mpp(sdata: SpatialData, image_key: str, mpp: float, *, source: MppSource
     source
         Where the value comes from: ``"st_grid"`` (200 um pitch of legacy ST), ``"visium_spot"``
         (55 um Visium spot), ``"slide_metadata"`` or ``"user"``.
-
-    Writes ``sdata.attrs["hist2st_tk"]["mpp"][image_key]`` = ``{"mpp": ..., "source": ...}``.
     """
     if image_key not in sdata.images:
         msg = f"No image {image_key!r} in the SpatialData; images: {list(sdata.images)}."
@@ -86,9 +86,7 @@ def get_mpp(sdata: SpatialData, image_key: str | None = None) -> tuple[float, st
     return float(entry["mpp"]), str(entry["source"])
 
 
-def mpp_from_grid(
-    array_xy: np.ndarray, pixel_xy: np.ndarray, *, pitch_um: float
-) -> float:
+def mpp_from_grid(array_xy: np.ndarray, pixel_xy: np.ndarray, *, pitch_um: float) -> float:
     """Microns per pixel from a regular spot grid.
 
     ``pitch_um / median pixel distance`` over all pairs of spots that are direct neighbours on the

@@ -90,9 +90,7 @@ def lazy_rgb_file(path: str | Path) -> da.Array:
     import dask.array as da
 
     height, width = image_size(path)
-    decoded = da.from_delayed(
-        dask.delayed(_decode_rgb)(str(path)), shape=(3, height, width), dtype=np.uint8
-    )
+    decoded = da.from_delayed(dask.delayed(_decode_rgb)(str(path)), shape=(3, height, width), dtype=np.uint8)
     return decoded.rechunk((3, IMAGE_CHUNK, IMAGE_CHUNK))
 
 
@@ -167,9 +165,7 @@ def spots_table(
     sc.pp.normalize_total(table, target_sum=1e4)
     sc.pp.log1p(table)
     table.var_names_make_unique()
-    return TableModel.parse(
-        table, region=spots_key(sample), region_key=REGION_KEY, instance_key=INSTANCE_KEY
-    )
+    return TableModel.parse(table, region=spots_key(sample), region_key=REGION_KEY, instance_key=INSTANCE_KEY)
 
 
 def assemble(

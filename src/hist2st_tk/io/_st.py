@@ -83,7 +83,9 @@ def read_st(
         source = "user"
 
     ids = spot_table.index
-    obs = pd.DataFrame({"array_x": spot_table["x"].to_numpy(), "array_y": spot_table["y"].to_numpy()}, index=ids)
+    obs = pd.DataFrame(
+        {"array_x": spot_table["x"].to_numpy(), "array_y": spot_table["y"].to_numpy()}, index=ids
+    )
     table = spots_table(
         count_table.to_numpy(),
         obs=obs,
@@ -95,7 +97,11 @@ def read_st(
     )
     logger.info(
         "read ST section %r: %d spots x %d genes, %.4f um/px (%s)",
-        sample, table.n_obs, table.n_vars, mpp, source,
+        sample,
+        table.n_obs,
+        table.n_vars,
+        mpp,
+        source,
     )
     return assemble(
         sample=sample,
@@ -160,7 +166,9 @@ def _match_spots(spot_table: pd.DataFrame, count_table: pd.DataFrame) -> tuple[p
     no_counts = spot_table.index.difference(shared, sort=False)
     no_spot = count_table.index.difference(shared, sort=False)
     if len(no_counts):
-        logger.warning("%d spots have no counts row and are dropped: %s", len(no_counts), format_ids(no_counts))
+        logger.warning(
+            "%d spots have no counts row and are dropped: %s", len(no_counts), format_ids(no_counts)
+        )
     if len(no_spot):
         logger.warning("%d counts rows have no spot and are dropped: %s", len(no_spot), format_ids(no_spot))
     return spot_table.loc[shared], count_table.loc[shared]

@@ -1,0 +1,88 @@
+"""Look-ups on a SpatialData that every namespace needs, each with an error that names the fix."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ._constants import TABLE_KEY
+
+if TYPE_CHECKING:
+    import anndata as ad
+    import xarray as xr
+    from spatialdata import SpatialData
+
+
+def get_table(sdata: SpatialData, table_key: str = TABLE_KEY) -> ad.AnnData:
+    """The table ``table_key``, or a KeyError listing the tables that exist."""
+    if table_key not in sdata.tables:
+        msg = f"No table {table_key!r} in the SpatialData; tables: {list(sdata.tables)}."
+        raise KeyError(msg)
+    return sdata.tables[table_key]
+
+
+def spots_key_of(table: ad.AnnData) -> str:
+    """The one shapes element a table annotates."""
+    from spatialdata.models import get_table_keys
+
+    region, _, _ = get_table_keys(table)
+    regions = [region] if isinstance(region, str) else list(region)
+    if len(regions) != 1:
+        msg = f"The table annotates {len(regions)} elements {regions}; pass `spots_key` to choose one."
+        raise ValueError(msg)
+    return regions[0]
+
+
+def resolve_image_key(sdata: SpatialData, image_key: str | None) -> str:
+    """``image_key`` checked to exist, or the only image of the SpatialData."""
+    if image_key is None:
+        if len(sdata.images) != 1:
+            msg = f"Pass `image_key`: the SpatialData has {len(sdata.images)} images {list(sdata.images)}."
+            raise ValueError(msg)
+        return next(iter(sdata.images))
+    if image_key not in sdata.images:
+        msg = f"No image {image_key!r} in the SpatialData; images: {list(sdata.images)}."
+        raise KeyError(msg)
+    return image_key
+
+
+def image_levels(image) -> list[xr.DataArray]:
+    """Pyramid levels of an image element, full resolution first."""
+    if hasattr(image, "children") and image.children:
+        return [
+            image[name].ds["image"] for name in sorted(image.children, key=lambda n: int(n[len("scale") :]))
+        ]
+    return [image]
+
+
+def values_per_spot(
+    sdata: SpatialData, key: str, *, table_key: str = TABLE_KEY, layer: str | None = None
+) -> pd.Series:
+    """Values of an ``obs`` column or a gene (from ``X`` or ``layers[layer]``), indexed like the spots.
+
+    Rows are matched to the spots through the table's instance key, never by row order.
+    """
+    from spatialdata.models import get_table_keys
+
+    table = get_table(sdata, table_key)
+    _, _, instance_key = get_table_keys(table)
+    instances = pd.Index(table.obs[instance_key].to_numpy())
+    if key in table.obs.columns:
+        series = table.obs[key].set_axis(instances)
+    elif key in table.var_names:
+        if layer is not None and layer not in table.layers:
+            msg = f"No layer {layer!r} in table {table_key!r}; layers: {list(table.layers)}."
+            raise KeyError(msg)
+        column = table[:, key].layers[layer] if layer is not None else table[:, key].X
+        values = np.asarray(column.todense() if hasattr(column, "todense") else column).ravel()
+        series = pd.Series(values, index=instances, name=key)
+    else:
+        msg = (
+            f"{key!r} is neither an obs column nor a gene of table {table_key!r}. "
+            f"obs columns: {list(table.obs.columns)}; genes e.g. {list(table.var_names[:5])}."
+        )
+        raise KeyError(msg)
+    spots = sdata.shapes[spots_key_of(table)]
+    return series.reindex(spots.index)
