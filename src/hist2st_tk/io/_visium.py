@@ -73,9 +73,8 @@ def read_visium(
     A SpatialData with
 
     - ``images["{sample}_he"]``: RGB uint8 ``(c, y, x)`` (alpha dropped), multiscale when large, lazily read;
-    - ``shapes["{sample}_spots"]``: circles of 55 um diameter in the image's pixels, indexed by
-      spatialdata-io's spot ids;
-    - ``tables["table"]``: raw counts in ``layers["counts"]``, log-normalised ``X``, ``obs_names`` = barcodes,
+    - ``shapes["{sample}_spots"]``: circles of 55 um diameter in the image's pixels, indexed by barcode;
+    - ``tables["table"]``: raw counts in ``layers["counts"]``, log-normalised ``X``, ``obs_names`` = ``obs["spot_id"]`` = barcodes,
       ``obs["sample"]``, ``obs["patient"]``, spatialdata-io's ``obs`` columns (``in_tissue``,
       ``array_row``, ``array_col``), ``obsm["spatial"]`` (pixel x, y of the image), annotating the spots
       (``region``, ``spot_id``);
@@ -110,9 +109,9 @@ def read_visium(
         fullres_to_image = np.linalg.inv(_affine(image_io, sample)) @ _affine(circles_io, sample)
     _, height, width = image_data.shape
 
-    # Spots in the kept image's pixels, ordered as the table's rows.
-    ids = pd.Index(table_io.obs[INSTANCE_KEY].to_numpy())
-    circles_io = circles_io.loc[ids]
+    # Spots in the kept image's pixels, ordered as the table's rows; the barcode is the spot id.
+    circles_io = circles_io.loc[table_io.obs[INSTANCE_KEY].to_numpy()]
+    ids = pd.Index(table_io.obs_names.astype(str))
     xy_fullres = np.column_stack([circles_io.geometry.x.to_numpy(), circles_io.geometry.y.to_numpy()])
     linear = fullres_to_image[:2, :2]
     xy = xy_fullres @ linear.T + fullres_to_image[:2, 2]
