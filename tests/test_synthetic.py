@@ -230,10 +230,6 @@ def test_bad_input_raises(kwargs, error, match):
         synthetic(**kwargs)
 
 
-@pytest.mark.filterwarnings(
-    "ignore:Call to deprecated class Scaler:DeprecationWarning",
-    "ignore:zarr v3 autosharding:UserWarning",
-)
 def test_survives_write_and_read(tmp_path):
     from spatialdata import read_zarr
 

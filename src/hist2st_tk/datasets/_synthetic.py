@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from hist2st_tk._constants import VISIUM_SPOT_DIAMETER_UM
-from hist2st_tk._logging import logger
-from hist2st_tk._scale import check_mpp
-from hist2st_tk.io._elements import assemble, he_image, spot_circles, spots_table
+from .._constants import VISIUM_SPOT_DIAMETER_UM
+from .._logging import logger
+from .._scale import check_mpp
+from ..io._elements import assemble, he_image, spot_circles, spots_table
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
