@@ -92,6 +92,7 @@ def test_table_annotates_spots(section):
     matched = match_table_to_element(sdata, f"{sample}_spots")
     assert list(matched.obs["spot_id"]) == list(spots.index)
     assert table.obs_names.is_unique and all(name.endswith("-1") for name in table.obs_names)  # barcodes
+    assert list(table.obs["spot_id"]) == list(table.obs_names)  # the barcode is the spot id
     assert {"in_tissue", "array_row", "array_col"} <= set(table.obs.columns)
     # obsm["spatial"] is the spot centre in the image's pixels
     centres = spots.loc[table.obs["spot_id"]]
