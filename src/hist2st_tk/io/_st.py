@@ -41,7 +41,9 @@ def read_st(
         Tab-separated spot file with columns ``x``, ``y`` (array grid), ``pixel_x``, ``pixel_y`` (spot
         centre in image pixels) and optionally ``selected`` (only rows with 1 are kept).
     image
-        The H&E image (JPEG, PNG or TIFF), RGB. It is read lazily: nothing is decoded until used.
+        The H&E image (JPEG, PNG or TIFF), RGB. It is read lazily: nothing is decoded until used. These
+        formats are not tiled, so the first computation decodes the whole file; for repeated random access
+        write the section with :func:`hist2st_tk.io.write_zarr` and read the store back.
     sample
         Section name; element names derive from it.
     patient
