@@ -196,3 +196,8 @@ def test_get_and_set_mpp_errors(st_files):
     del sdata.attrs["hist2st_tk"]
     with pytest.raises(KeyError, match="microns per pixel of image 'S1_he' is unknown.*ht.io.set_mpp"):
         ht.io.get_mpp(sdata)
+
+
+def test_sample_name_that_cannot_name_elements(st_files):
+    with pytest.raises(ValueError, match="The sample name 'my sample' cannot name SpatialData elements"):
+        read(st_files(), sample="my sample")

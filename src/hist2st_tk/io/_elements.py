@@ -42,6 +42,23 @@ def check_file(path: str | Path, what: str) -> Path:
     return path
 
 
+def check_sample_name(sample: str) -> str:
+    """``sample`` when it can name SpatialData elements (spatialdata's naming rules)."""
+    valid = (
+        isinstance(sample, str)
+        and sample not in ("", ".", "..")
+        and not sample.startswith("__")
+        and all(c.isalnum() or c in "_-." for c in sample)
+    )
+    if not valid:
+        msg = (
+            f"The sample name {sample!r} cannot name SpatialData elements: use letters, digits, '_', '-' and "
+            "'.' only (pass another `sample=`)."
+        )
+        raise ValueError(msg)
+    return sample
+
+
 @contextlib.contextmanager
 def _large_images_allowed():
     """Let Pillow open H&E scans larger than its decompression-bomb limit (about 90 Mpx)."""

@@ -11,7 +11,16 @@ import pandas as pd
 from .._constants import ST_SPOT_DIAMETER_UM, ST_SPOT_PITCH_UM
 from .._logging import format_ids, logger
 from .._scale import check_mpp, mpp_from_grid
-from ._elements import assemble, check_file, he_image, image_size, lazy_rgb_file, spot_circles, spots_table
+from ._elements import (
+    assemble,
+    check_file,
+    check_sample_name,
+    he_image,
+    image_size,
+    lazy_rgb_file,
+    spot_circles,
+    spots_table,
+)
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -66,6 +75,7 @@ def read_st(
     Spots without counts and count rows without a spot are dropped with a logged warning; when fewer
     than half of them match, the files are taken to belong to different sections and an error is raised.
     """
+    sample = check_sample_name(sample)
     counts_path = check_file(counts, "counts")
     spots_path = check_file(spots, "spots")
     height, width = image_size(image)

@@ -13,7 +13,15 @@ import pandas as pd
 from .._constants import INSTANCE_KEY, REGION_KEY, VISIUM_SPOT_DIAMETER_UM
 from .._logging import format_ids, logger
 from .._scale import check_mpp
-from ._elements import assemble, he_image, image_size, lazy_rgb_file, spot_circles, spots_table
+from ._elements import (
+    assemble,
+    check_sample_name,
+    he_image,
+    image_size,
+    lazy_rgb_file,
+    spot_circles,
+    spots_table,
+)
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -86,7 +94,7 @@ def read_visium(
     if not folder.is_dir():
         msg = f"The Visium folder does not exist: {str(folder)!r}."
         raise FileNotFoundError(msg)
-    sample = _check_sample(Path(os.path.abspath(folder)).name if sample is None else sample)
+    sample = check_sample_name(Path(os.path.abspath(folder)).name if sample is None else sample)
     if mpp is not None:
         mpp = check_mpp(mpp)
     counts_file = _find_counts_file(folder, counts_file)
@@ -152,23 +160,6 @@ def read_visium(
         mpp=mpp,
         mpp_source=source,
     )
-
-
-def _check_sample(sample: str) -> str:
-    """``sample`` when it can name SpatialData elements (spatialdata's naming rules)."""
-    valid = (
-        isinstance(sample, str)
-        and sample not in ("", ".", "..")
-        and not sample.startswith("__")
-        and all(c.isalnum() or c in "_-." for c in sample)
-    )
-    if not valid:
-        msg = (
-            f"The sample name {sample!r} cannot name SpatialData elements: use letters, digits, '_', '-' and "
-            "'.' only (pass `sample=`; it defaults to the folder name)."
-        )
-        raise ValueError(msg)
-    return sample
 
 
 def _find_counts_file(folder: Path, counts_file: str | None) -> str:
