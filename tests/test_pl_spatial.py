@@ -30,7 +30,7 @@ def test_spatial_draws_one_panel_per_key(st_files, tmp_path):
         np.sort(spots_collection.get_array()), np.sort(table[:, "ERBB2"].layers["counts"].toarray().ravel())
     )
     # categorical panel: a legend entry per category, spots without a value drawn as outlines
-    assert sorted(t.get_text() for t in axes[1].get_legend().get_texts()) == ["a", "b"]
+    assert [t.get_text() for t in axes[1].get_legend().get_texts()] == ["a", "b", "no value"]
     assert len(axes[1].collections[0].get_paths()) == table.n_obs - 3
     assert (tmp_path / "f.png").stat().st_size > 1000
     plt.close(fig)

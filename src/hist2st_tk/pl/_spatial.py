@@ -144,6 +144,8 @@ def _draw_spots(ax: Axes, spots, values: pd.Series, *, cmap: str, alpha: float) 
             ax.scatter([], [], color=palette[i], label=str(name))
             for i, name in enumerate(categories.categories)
         ]
+        if missing.any():
+            handles.append(ax.scatter([], [], facecolors="none", edgecolors="0.3", label="no value"))
         ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
     else:
         collection = PatchCollection(
