@@ -6,4 +6,6 @@ The functions arrive with the image-features work (see the issues); the namespac
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._graph import spatial_graph
+
+__all__ = ["spatial_graph"]
