@@ -6,6 +6,7 @@ The functions arrive with the image-features work (see the issues); the namespac
 
 from __future__ import annotations
 
+from ._genes import select_genes
 from ._graph import spatial_graph
 
-__all__ = ["spatial_graph"]
+__all__ = ["select_genes", "spatial_graph"]
