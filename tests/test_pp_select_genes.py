@@ -146,8 +146,8 @@ def test_rewrites_an_earlier_panel(train):
         ),
         ({"genes": ["gene_001"]}, ValueError, r"`genes` is only used by `flavor='list'`"),
         ({"flavor": "top_var", "genes": ["gene_001"]}, ValueError, "only used by"),
-        ({"n_genes": 0}, ValueError, "`n_genes` must be a positive integer, got 0"),
-        ({"n_genes": 2.5}, ValueError, "`n_genes` must be a positive integer"),
+        ({"n_genes": 0}, ValueError, "`n_genes` must be at least 1, got 0"),
+        ({"n_genes": 2.5}, TypeError, "`n_genes` must be an integer"),
         ({"n_genes": 31}, ValueError, "Only 30 genes are present in every training section"),
         ({"table_key": "expression"}, KeyError, r"No table 'expression'.*tables: \['table'\]"),
         (

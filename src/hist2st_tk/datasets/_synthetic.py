@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from numbers import Integral
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,6 +11,7 @@ import pandas as pd
 from .._constants import VISIUM_SPOT_DIAMETER_UM
 from .._logging import logger
 from .._scale import check_mpp
+from .._validate import check_count
 from ..io._elements import assemble, he_image, spot_circles, spots_table
 
 if TYPE_CHECKING:
@@ -115,8 +115,8 @@ def synthetic(
     >>> sdata["table"].shape
     (64, 12)
     """
-    n_spots = _check_count(n_spots, "n_spots")
-    n_genes = _check_count(n_genes, "n_genes")
+    n_spots = check_count(n_spots, "n_spots")
+    n_genes = check_count(n_genes, "n_genes")
     mpp = check_mpp(mpp)
     pitch = PITCH_UM / mpp
     if pitch < _MIN_PITCH_PX:
@@ -185,16 +185,6 @@ def synthetic(
         mpp=mpp,
         mpp_source="user",
     )
-
-
-def _check_count(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        msg = f"`{name}` must be an integer, got {value!r}."
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"`{name}` must be at least 1, got {value}."
-        raise ValueError(msg)
-    return int(value)
 
 
 def _smooth_field(grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Integral
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -12,6 +11,7 @@ import pandas as pd
 from .._constants import TABLE_KEY
 from .._logging import format_ids, log_added
 from .._sdata import get_table
+from .._validate import check_count
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -100,7 +100,7 @@ def select_genes(
                 f"`genes` is only used by `flavor='list'`; got flavor={flavor!r}. Drop `genes` or use 'list'."
             )
             raise ValueError(msg)
-        n_genes = _check_n_genes(n_genes)
+        n_genes = check_count(n_genes, "n_genes")
 
     train_tables = [get_table(sdata, table_key) for sdata in train]
     other_tables = [get_table(sdata, table_key) for sdata in others]
@@ -194,13 +194,6 @@ def _check_gene_list(genes) -> pd.Index:
         msg = f"`genes` names some genes more than once: {format_ids(duplicated)}."
         raise ValueError(msg)
     return wanted
-
-
-def _check_n_genes(n_genes) -> int:
-    if isinstance(n_genes, bool) or not isinstance(n_genes, Integral) or n_genes < 1:
-        msg = f"`n_genes` must be a positive integer, got {n_genes!r}."
-        raise ValueError(msg)
-    return int(n_genes)
 
 
 def _section_name(table: ad.AnnData, i: int | None, what: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy as _copy
 import logging
 import math
-from numbers import Integral, Real
+from numbers import Real
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -14,6 +14,7 @@ from .._constants import TABLE_KEY, image_key, spots_key
 from .._logging import log_added
 from .._scale import get_mpp
 from .._sdata import get_table, spots_key_of
+from .._validate import check_count
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -160,12 +161,7 @@ def _check_radius(radius_um: float) -> float:
 
 
 def _check_n_neighs(n_neighs: int, n_spots: int) -> int:
-    if isinstance(n_neighs, bool) or not isinstance(n_neighs, Integral):
-        msg = f"`n_neighs` must be an integer, got {n_neighs!r}."
-        raise TypeError(msg)
-    if n_neighs < 1:
-        msg = f"`n_neighs` must be at least 1, got {n_neighs}."
-        raise ValueError(msg)
+    n_neighs = check_count(n_neighs, "n_neighs")
     if n_neighs >= n_spots:
         msg = f"`n_neighs={n_neighs}` must be smaller than the number of spots ({n_spots})."
         raise ValueError(msg)
