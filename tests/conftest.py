@@ -112,3 +112,31 @@ def her2st():
         return loaded[section]
 
     return load
+
+
+def detached(sdata):
+    """A SpatialData sharing ``sdata``'s images but with its own shapes, tables and attrs, to write into."""
+    import copy
+
+    from spatialdata import SpatialData
+
+    return SpatialData(
+        images=dict(sdata.images),
+        shapes=dict(sdata.shapes),
+        tables={key: table.copy() for key, table in sdata.tables.items()},
+        attrs=copy.deepcopy(dict(sdata.attrs)),
+    )
+
+
+@pytest.fixture(scope="session")
+def her2st_lite0(her2st):
+    """The six HER2ST sections with ``obsm["X_lite0"]`` of 112 um patches (computed once per session)."""
+    import hist2st_tk as ht
+    from hist2st_tk.bench import HER2ST6
+
+    sections = {}
+    for name in HER2ST6:
+        sdata = detached(her2st(name))
+        ht.pp.image_features(sdata, encoder="lite0", patch_um=112, progress=False)
+        sections[name] = sdata
+    return sections

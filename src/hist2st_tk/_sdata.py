@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ._constants import TABLE_KEY
+from ._constants import TABLE_KEY, image_key, spots_key
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -86,3 +86,44 @@ def values_per_spot(
         raise KeyError(msg)
     spots = sdata.shapes[spots_key_of(table)]
     return series.reindex(spots.index)
+
+
+def section_image_key(sdata: SpatialData, table: ad.AnnData) -> str | None:
+    """The image of the section whose spots ``table`` annotates (``"{sample}_spots"`` -> ``"{sample}_he"``).
+
+    ``None`` when that cannot be told, which lets :func:`~hist2st_tk.io.get_mpp` pick the only image.
+    """
+    try:
+        spots = spots_key_of(table)
+    except (KeyError, ValueError, TypeError):
+        return None
+    suffix = spots_key("")
+    if spots.endswith(suffix):
+        key = image_key(spots[: -len(suffix)])
+        if key in sdata.images:
+            return key
+    return None
+
+
+def spot_centres(sdata: SpatialData, table: ad.AnnData) -> tuple[str, np.ndarray]:
+    """The shapes element the table annotates and its spot centres, ``(n_obs, 2)`` x/y, in table row order.
+
+    Rows are matched to spots through the table's instance key, never by position.
+    """
+    from spatialdata.models import get_table_keys
+
+    key = spots_key_of(table)
+    if key not in sdata.shapes:
+        msg = (
+            f"The table annotates shapes {key!r}, which the SpatialData lacks; shapes: {list(sdata.shapes)}."
+        )
+        raise KeyError(msg)
+    _, _, instance_key = get_table_keys(table)
+    shapes = sdata.shapes[key]
+    ids = pd.Index(table.obs[instance_key].to_numpy())
+    missing = ids.difference(shapes.index)
+    if len(missing):
+        msg = f"{len(missing)} table rows have no spot in shapes {key!r}, e.g. {list(missing[:5])}."
+        raise KeyError(msg)
+    centroids = shapes.geometry.loc[ids].centroid
+    return key, np.column_stack([centroids.x.to_numpy(), centroids.y.to_numpy()])

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from .._constants import TABLE_KEY, image_key, spots_key
+from .._constants import TABLE_KEY
 from .._logging import log_added
 from .._scale import get_mpp
-from .._sdata import get_table, spots_key_of
+from .._sdata import get_table, section_image_key
 from .._validate import check_count
 
 if TYPE_CHECKING:
@@ -110,10 +110,10 @@ def spatial_graph(
         n_neighs = _check_n_neighs(n_neighs, table.n_obs)
 
     if method == "radius":
-        mpp = get_mpp(sdata, _section_image_key(sdata, table))[0]
+        mpp = get_mpp(sdata, section_image_key(sdata, table))[0]
     else:
         try:
-            mpp = get_mpp(sdata, _section_image_key(sdata, table))[0]
+            mpp = get_mpp(sdata, section_image_key(sdata, table))[0]
         except (KeyError, ValueError):
             mpp = None
     radius_px = radius_um / mpp if radius_um is not None else None
@@ -184,20 +184,6 @@ def _spatial_coords(table: ad.AnnData, table_key: str) -> np.ndarray:
         )
         raise ValueError(msg)
     return coords
-
-
-def _section_image_key(sdata: SpatialData, table: ad.AnnData) -> str | None:
-    """The image of the section whose spots the table annotates; ``None`` lets get_mpp pick the only one."""
-    try:
-        spots = spots_key_of(table)
-    except (KeyError, ValueError, TypeError):
-        return None
-    suffix = spots_key("")
-    if spots.endswith(suffix):
-        key = image_key(spots[: -len(suffix)])
-        if key in sdata.images:
-            return key
-    return None
 
 
 def _build(work: ad.AnnData, *, method: str, n_neighs: int, radius_px: float | None, key_added: str) -> None:
