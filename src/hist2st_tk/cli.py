@@ -37,7 +37,62 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECTION",
         help=f"sections to process (default: all of {', '.join(HER2ST_SECTIONS)})",
     )
+    _add_bench(commands)
     return parser
+
+
+def _add_bench(commands) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="measure speed and accuracy (writes JSON + Markdown tables)",
+        description="Benchmarks on the real HER2ST data; every number names its protocol and data.",
+    )
+    kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    features = kinds.add_parser(
+        "features",
+        help="patches/s of ht.pp.image_features versus the bare encoder forward",
+        description=(
+            "On one HER2ST section: patches/s of ht.pp.image_features (lite0, 112 um patches by default) "
+            "and of the bare encoder forward on pre-made tensors, measured in the same run; their ratio "
+            "(goal >= 0.8) and the peak memory. Writes features.json and features.md."
+        ),
+    )
+    features.add_argument("--section", default="B4", help="HER2ST section (default: B4)")
+    features.add_argument("--encoder", default="lite0", help="encoder name (default: lite0)")
+    features.add_argument(
+        "--patch-um", type=float, default=112.0, help="patch edge in microns (default: 112)"
+    )
+    features.add_argument("--batch-size", type=int, default=32, help="patches per batch (default: 32)")
+    features.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[0, 1],
+        help="DataLoader worker counts to try (default: 0 1)",
+    )
+    features.add_argument(
+        "--repeats", type=int, default=2, help="alternating runs; the best of each is kept (default: 2)"
+    )
+    features.add_argument("--data-dir", default=None, help="folder holding the HER2ST section folders")
+    features.add_argument("--out", default="bench_output", help="output folder (default: bench_output)")
+
+
+def _run_bench(args) -> None:
+    if args.bench == "features":
+        from .bench._features import bench_features
+
+        table = bench_features(
+            args.section,
+            encoder=args.encoder,
+            patch_um=args.patch_um,
+            batch_size=args.batch_size,
+            workers=tuple(args.workers),
+            repeats=args.repeats,
+            data_dir=args.data_dir,
+            out_dir=args.out,
+        )
+        print(table.to_string(index=False))
+        print(f"\nWritten {args.out}/features.json and {args.out}/features.md")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run_demo(args.out, sections=args.sections, data_dir=args.data_dir)
         print(summary.to_string(index=False))
         print(f"\nDemo outputs written to {args.out}/ (summary.md, *_overview.png, *.zarr)")
+    elif args.command == "bench":
+        _run_bench(args)
     return 0
 
 

@@ -1,0 +1,9 @@
+"""``python -m hist2st_tk.bench ...`` is ``hist2st bench ...``."""
+
+from __future__ import annotations
+
+import sys
+
+from ..cli import main
+
+sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,0 +1,57 @@
+"""Benchmark plumbing: reports on disk and the features benchmark end to end on a real section."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from hist2st_tk.bench._report import markdown_table, write_report
+from hist2st_tk.cli import main
+
+
+def test_markdown_table_and_report(tmp_path):
+    table = pd.DataFrame({"method": ["ridge", "stnet"], "pearson": [0.17712, 0.2]})
+    assert markdown_table(table).splitlines() == [
+        "| method | pearson |",
+        "| --- | --- |",
+        "| ridge | 0.177 |",
+        "| stnet | 0.2 |",
+    ]
+    path = write_report("x", table, out_dir=tmp_path / "out", title="T", notes=["protocol: her2st6-loso"])
+    assert path.read_text().startswith("# T\n\n| method")
+    payload = json.loads((tmp_path / "out" / "x.json").read_text())
+    assert payload["rows"][0] == {"method": "ridge", "pearson": 0.17712}
+    assert payload["notes"] == ["protocol: her2st6-loso"] and "torch" in payload["machine"]
+
+
+@pytest.mark.real_data
+def test_bench_features_writes_its_table(data_root, tmp_path, capsys):
+    out = tmp_path / "bench"
+    status = main(
+        [
+            "bench",
+            "features",
+            "--section",
+            "C6",
+            "--workers",
+            "0",
+            "--data-dir",
+            str(data_root / "her2st"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert status == 0
+    rows = json.loads((out / "features.json").read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["patches"] == 178
+    assert rows[0]["stream_patches_per_s"] > 0 and rows[0]["bare_forward_patches_per_s"] > 0
+    assert "ratio_stream_to_bare" in (out / "features.md").read_text()
+    assert "features.md" in capsys.readouterr().out
+
+
+def test_bench_needs_a_benchmark_name(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench"])
+    assert "BENCHMARK" in capsys.readouterr().err
