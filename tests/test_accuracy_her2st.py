@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import pytest
 
-from hist2st_tk.bench import REFERENCE, ridge_loso
+import hist2st_tk as ht
+from hist2st_tk.bench import REFERENCE
 
 pytestmark = pytest.mark.real_data
 
 
 def test_her2st6_loso_ridge_matches_reference(her2st_lite0):
-    scores = ridge_loso(her2st_lite0, use_rep="X_lite0")
-    assert len(scores) == 12  # six folds, two panels
-    mean = scores.groupby("panel")["pearson"].mean()
+    result = ht.tl.cross_validate(her2st_lite0, method="ridge", protocol="her2st6-loso", use_rep="X_lite0")
+    assert len(result.folds) == 12  # six folds, two panels
+    mean = result.summary()["pearson"]
     reference = REFERENCE["her2st6-loso"]
     assert mean["top250mean"] == pytest.approx(reference["top250mean"], abs=0.02)
     assert mean["top50var"] == pytest.approx(reference["top50var"], abs=0.02)
-    b4 = scores[scores["held_out"] == "B4"].set_index("panel")["pearson"]
+    b4 = result.folds[result.folds["held_out"] == "B4"].set_index("panel")["pearson"]
     assert b4["top250mean"] == pytest.approx(REFERENCE["C->B4"]["top250mean"], abs=0.02)
 
 

@@ -74,7 +74,9 @@ def test_lite0_weights_that_do_not_fit_name_the_keys(tmp_path):
     state["_extra.weight"] = torch.zeros(1)
     path = tmp_path / "broken.pth"
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"missing \(1\): \['conv_head.weight'\]; unexpected \(1\): \['_extra.weight'\]"):
+    with pytest.raises(
+        ValueError, match=r"missing \(1\): \['conv_head.weight'\]; unexpected \(1\): \['_extra.weight'\]"
+    ):
         build_encoder("lite0", weights=path)
 
 
@@ -127,7 +129,14 @@ def test_register_encoder_checks_names():
     with pytest.raises(ValueError, match="already registered"):
         register_encoder(spec)
     bad = EncoderSpec(
-        name="my-encoder", input_px=8, mean=(0, 0, 0), std=(1, 1, 1), out_dim=3, licence="", weights="", build=None
+        name="my-encoder",
+        input_px=8,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+        out_dim=3,
+        licence="",
+        weights="",
+        build=None,
     )
     with pytest.raises(ValueError, match="letters, digits and '_'"):
         register_encoder(bad)

@@ -124,7 +124,9 @@ def test_features_follow_the_spot_not_the_row_order(section):
     shuffled = section["table"][np.random.default_rng(0).permutation(16)].copy()
     section.tables["table"] = shuffled
     ht.pp.image_features(section, encoder="mean_colour", patch_um=40, progress=False)
-    by_id = dict(zip(reference["table"].obs["spot_id"], reference["table"].obsm["X_mean_colour"], strict=True))
+    by_id = dict(
+        zip(reference["table"].obs["spot_id"], reference["table"].obsm["X_mean_colour"], strict=True)
+    )
     for spot, row in zip(shuffled.obs["spot_id"], section["table"].obsm["X_mean_colour"], strict=True):
         np.testing.assert_allclose(row, by_id[spot])
 

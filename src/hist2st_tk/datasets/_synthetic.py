@@ -88,6 +88,8 @@ def synthetic(
     seed
         Seed of numpy's random generator. The latents and counts depend on ``seed``, ``n_spots`` and
         ``n_genes`` only, not on ``mpp``: the same seed at another resolution gives the same expression.
+        The gene weights and intercepts depend on ``n_genes`` only: sections of other seeds share them,
+        like sections of one tissue type, so a model fitted on one section applies to another.
     sample
         Section name; element names derive from it.
     patient
@@ -135,9 +137,10 @@ def synthetic(
         )
         raise ValueError(msg)
 
-    rng_fields, rng_genes, rng_counts, rng_image = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
-    )
+    rng_fields, rng_counts, rng_image = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    # One biology for every section: gene weights do not depend on `seed`, so that a model fitted on
+    # one synthetic section applies to another.
+    rng_genes = np.random.default_rng(_GENE_SEED)
     col, row = np.divmod(np.arange(n_spots), n_cols)[::-1]
     grid = np.column_stack([col, row]).astype(np.float64)
     colour = _smooth_field(grid, rng_fields)
@@ -185,6 +188,9 @@ def synthetic(
         mpp=mpp,
         mpp_source="user",
     )
+
+
+_GENE_SEED = 20211015
 
 
 def _smooth_field(grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:

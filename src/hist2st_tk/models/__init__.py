@@ -1,3 +1,18 @@
-"""Predictors of expression from image features: one module per method, sharing one life cycle."""
+"""Predictors of expression from image features: one class per method, sharing one life cycle.
+
+Every predictor fits on training sections, predicts a spots x genes DataFrame, and saves to / loads
+from one directory (:class:`Predictor`). ``ht.tl.fit_predictor`` and ``ht.tl.predict_expression`` are
+the usual entry points.
+"""
 
 from __future__ import annotations
+
+from ._base import Predictor, available_methods, method_class
+from ._ridge import RidgePredictor
+
+__all__ = ["Predictor", "RidgePredictor", "available_methods", "load", "method_class"]
+
+
+def load(path) -> Predictor:
+    """Load a predictor saved with :meth:`Predictor.save` (any method)."""
+    return Predictor.load(path)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
+
+from ._base import Predictor, register_method
 
 #: Ridge penalties searched by leave-one-out cross-validation on the training spots.
 RIDGE_ALPHAS = tuple(np.logspace(-1, 5, 13))
@@ -25,7 +29,76 @@ def ridge_pipeline(*, n_comps: int = 256, alphas=RIDGE_ALPHAS, seed: int = 0):
     )
 
 
-def fit_ridge(features: np.ndarray, targets: np.ndarray, *, n_comps: int = 256, seed: int = 0):
+def fit_ridge(
+    features: np.ndarray, targets: np.ndarray, *, n_comps: int = 256, alphas=RIDGE_ALPHAS, seed: int = 0
+):
     """The ridge pipeline fitted on ``features`` (spots x d) to ``targets`` (spots x genes)."""
     n_comps = min(n_comps, features.shape[0], features.shape[1])
-    return ridge_pipeline(n_comps=n_comps, seed=seed).fit(features, targets)
+    return ridge_pipeline(n_comps=n_comps, alphas=alphas, seed=seed).fit(features, targets)
+
+
+@register_method
+class RidgePredictor(Predictor):
+    """The ridge baseline: StandardScaler -> PCA -> RidgeCV on frozen image features (HEST-benchmark recipe).
+
+    Hyper-parameters
+    ----------------
+    n_comps
+        Number of principal components (clipped to what the training data allows).
+    alphas
+        Ridge penalties searched by efficient leave-one-out cross-validation on the training spots.
+    """
+
+    method = "ridge"
+    defaults: ClassVar[dict[str, Any]] = {"n_comps": 256, "alphas": [float(a) for a in RIDGE_ALPHAS]}
+
+    def _fit(self, features: list[np.ndarray], targets: list[np.ndarray], sections: list[str]) -> None:
+        pipeline = fit_ridge(
+            np.vstack(features),
+            np.vstack(targets),
+            n_comps=self.hparams["n_comps"],
+            alphas=self.hparams["alphas"],
+            seed=self.seed,
+        )
+        scaler, pca, ridge = (step for _, step in pipeline.steps)
+        # Folded into one affine map: x -> ((x - mean) / scale - pca_mean) @ components.T @ coef.T + intercept
+        self._arrays = {
+            "scaler_mean": scaler.mean_,
+            "scaler_scale": scaler.scale_,
+            "pca_mean": pca.mean_,
+            "pca_components": pca.components_,
+            "coef": np.atleast_2d(ridge.coef_),
+            "intercept": np.atleast_1d(ridge.intercept_),
+        }
+        self.history = {
+            "alpha": [float(ridge.alpha_)],
+            "pca_explained_variance": [float(pca.explained_variance_ratio_.sum())],
+        }
+
+    def _predict(self, features: np.ndarray) -> np.ndarray:
+        a = self._arrays
+        expected = a["scaler_mean"].shape[0]
+        if features.shape[1] != expected:
+            msg = f"The model reads {expected} features per spot, got {features.shape[1]}."
+            raise ValueError(msg)
+        scores = ((features - a["scaler_mean"]) / a["scaler_scale"] - a["pca_mean"]) @ a["pca_components"].T
+        return scores @ a["coef"].T + a["intercept"]
+
+    def _tensors(self):
+        import torch
+
+        return {
+            name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float64))
+            for name, value in self._arrays.items()
+        }
+
+    def _load_tensors(self, tensors) -> None:
+        names = ("scaler_mean", "scaler_scale", "pca_mean", "pca_components", "coef", "intercept")
+        missing = [name for name in names if name not in tensors]
+        if missing:
+            msg = f"missing tensors {missing}"
+            raise KeyError(msg)
+        self._arrays = {name: tensors[name].numpy() for name in names}
+        if self._arrays["coef"].shape[0] != len(self.genes):
+            msg = f"{self._arrays['coef'].shape[0]} outputs for {len(self.genes)} genes"
+            raise ValueError(msg)

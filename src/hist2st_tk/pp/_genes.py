@@ -85,58 +85,28 @@ def select_genes(
     5
     """
     train = _as_sections(sdatas, "sdatas")
-    if not train:
-        msg = "`sdatas` is empty; pass at least one training section."
-        raise ValueError(msg)
     others = [] if apply_to is None else _as_sections(apply_to, "apply_to")
-    if flavor not in GENE_FLAVORS:
-        msg = f"Unknown flavor {flavor!r}; use one of {list(GENE_FLAVORS)}."
-        raise ValueError(msg)
-    if flavor == "list":
-        wanted = _check_gene_list(genes)
-    else:
-        if genes is not None:
-            msg = (
-                f"`genes` is only used by `flavor='list'`; got flavor={flavor!r}. Drop `genes` or use 'list'."
-            )
-            raise ValueError(msg)
-        n_genes = check_count(n_genes, "n_genes")
-
     train_tables = [get_table(sdata, table_key) for sdata in train]
     other_tables = [get_table(sdata, table_key) for sdata in others]
-    for i, table in enumerate(train_tables):
-        _check_unique_genes(table, _section_name(table, i, "sdatas"))
+    panel = gene_panel(
+        train_tables, n_genes=n_genes, flavor=flavor, genes=genes, table_key=table_key, layer=layer
+    )
     trained_on = _sample_names(train_tables)
-    if layer is not None:
-        for i, table in enumerate(train_tables):
-            if layer not in table.layers:
-                msg = (
-                    f"No layer {layer!r} in table {table_key!r} of section "
-                    f"{_section_name(table, i, 'sdatas')!r}; layers: {list(table.layers)}."
-                )
-                raise KeyError(msg)
-
-    eligible = _shared_genes(train_tables)
-    if flavor == "list":
-        missing = wanted.difference(eligible, sort=False)
+    for i, table in enumerate(other_tables):
+        missing = panel.difference(table.var_names, sort=False)
         if len(missing):
             msg = (
-                f"{len(missing)} of the {len(wanted)} genes are not in every training section: "
-                f"{format_ids(missing)}."
+                f"Section {_section_name(table, i, 'apply_to')!r} of `apply_to` lacks {len(missing)} of the "
+                f"{len(panel)} panel genes: {format_ids(missing)}."
             )
             raise KeyError(msg)
-        panel = wanted
-    else:
-        if len(eligible) < n_genes:
-            msg = (
-                f"Only {len(eligible)} genes are present in every training section, fewer than "
-                f"`n_genes={n_genes}`. Ask for fewer genes."
-            )
-            raise ValueError(msg)
-        values = _pooled_statistic(train_tables, eligible, layer=layer, flavor=flavor)
-        order = np.lexsort((eligible.to_numpy(dtype=str), -values))
-        panel = eligible[order[:n_genes]]
 
+    params = {
+        "flavor": flavor,
+        "n_genes": len(panel),
+        "layer": layer,
+        "trained_on": trained_on,
+    }
     tables = _unique(train_tables + other_tables)
     for i, table in enumerate(other_tables):
         missing = panel.difference(table.var_names, sort=False)
@@ -160,6 +130,63 @@ def select_genes(
         log_added(f"table.var[{key_added!r}] of section {name!r}: {len(panel)} of {table.n_vars} genes True")
         log_added(f"table.uns[{key_added!r}] of section {name!r}")
     return pd.Index(panel, dtype=object)
+
+
+def gene_panel(
+    train_tables: Sequence[ad.AnnData],
+    *,
+    n_genes: int = 250,
+    flavor: GeneFlavor = "top_mean",
+    genes: Sequence[str] | None = None,
+    table_key: str = TABLE_KEY,
+    layer: str | None = None,
+) -> pd.Index:
+    """The panel of :func:`select_genes`, computed on the training tables without writing anything."""
+    if not train_tables:
+        msg = "`sdatas` is empty; pass at least one training section."
+        raise ValueError(msg)
+    if flavor not in GENE_FLAVORS:
+        msg = f"Unknown flavor {flavor!r}; use one of {list(GENE_FLAVORS)}."
+        raise ValueError(msg)
+    if flavor == "list":
+        wanted = _check_gene_list(genes)
+    else:
+        if genes is not None:
+            msg = (
+                f"`genes` is only used by `flavor='list'`; got flavor={flavor!r}. Drop `genes` or use 'list'."
+            )
+            raise ValueError(msg)
+        n_genes = check_count(n_genes, "n_genes")
+    for i, table in enumerate(train_tables):
+        _check_unique_genes(table, _section_name(table, i, "sdatas"))
+    if layer is not None:
+        for i, table in enumerate(train_tables):
+            if layer not in table.layers:
+                msg = (
+                    f"No layer {layer!r} in table {table_key!r} of section "
+                    f"{_section_name(table, i, 'sdatas')!r}; layers: {list(table.layers)}."
+                )
+                raise KeyError(msg)
+
+    eligible = _shared_genes(train_tables)
+    if flavor == "list":
+        missing = wanted.difference(eligible, sort=False)
+        if len(missing):
+            msg = (
+                f"{len(missing)} of the {len(wanted)} genes are not in every training section: "
+                f"{format_ids(missing)}."
+            )
+            raise KeyError(msg)
+        return pd.Index(wanted, dtype=object)
+    if len(eligible) < n_genes:
+        msg = (
+            f"Only {len(eligible)} genes are present in every training section, fewer than "
+            f"`n_genes={n_genes}`. Ask for fewer genes."
+        )
+        raise ValueError(msg)
+    values = _pooled_statistic(train_tables, eligible, layer=layer, flavor=flavor)
+    order = np.lexsort((eligible.to_numpy(dtype=str), -values))
+    return pd.Index(eligible[order[:n_genes]], dtype=object)
 
 
 def _as_sections(value, what: str) -> list[SpatialData]:

@@ -1,5 +1,9 @@
-"""Tools: fit predictors, predict and evaluate expression, tumor regions, region comparison, survival export."""
+"""Tools: fit predictors, predict and evaluate expression, cross-validate under named protocols."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._cross_validate import CrossValidation, cross_validate
+from ._evaluate import evaluate
+from ._predict import fit_predictor, predict_expression
+
+__all__ = ["CrossValidation", "cross_validate", "evaluate", "fit_predictor", "predict_expression"]

@@ -1,0 +1,355 @@
+"""One life cycle for every predictor: fit on sections, predict a DataFrame, save to and load from a directory.
+
+A predictor reads per-spot image features (``obsm`` keys written by ``ht.pp``) and predicts the
+log-normalised expression (``X``) of a panel of genes. Subclasses implement four hooks on plain arrays
+and tensors; this base class does everything that touches SpatialData, files and checks, so that a
+method is a small class around a ``torch.nn.Module`` (or a scikit-learn estimator).
+
+A saved model is one directory: ``model.json`` (method, genes, inputs, hyper-parameters, training
+sections, package version) and ``weights.safetensors`` (tensors only; nothing is unpickled on load).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from .._constants import TABLE_KEY
+from .._logging import format_ids, logger
+from .._sdata import get_table
+
+if TYPE_CHECKING:
+    import torch
+    from spatialdata import SpatialData
+
+FORMAT = "hist2st_tk.predictor"
+FORMAT_VERSION = 1
+CONFIG_FILE = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+_METHODS: dict[str, type[Predictor]] = {}
+
+
+def register_method(cls: type[Predictor]) -> type[Predictor]:
+    """Class decorator: make a predictor class available by its ``method`` name."""
+    _METHODS[cls.method] = cls
+    return cls
+
+
+def available_methods() -> list[str]:
+    """Names of the predictor methods."""
+    return sorted(_METHODS)
+
+
+def method_class(method: str) -> type[Predictor]:
+    """The predictor class of ``method``, or an error listing the methods."""
+    if method not in _METHODS:
+        msg = f"Unknown method {method!r}; available methods: {available_methods()}."
+        raise ValueError(msg)
+    return _METHODS[method]
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hist2st-tk")
+    except PackageNotFoundError:  # pragma: no cover - source tree without install
+        return "unknown"
+
+
+class Predictor(ABC):
+    """Base of every predictor.
+
+    Parameters
+    ----------
+    use_rep
+        ``obsm`` key(s) of the image features the model reads, e.g. ``"X_lite0"``; several keys are
+        concatenated (multi-scale features).
+    seed
+        Seed of every random choice of the fit.
+    **hparams
+        Hyper-parameters of the method (see its class).
+    """
+
+    method: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, *, use_rep: str | Sequence[str] = "X_lite0", seed: int = 0, **hparams: Any):
+        unknown = sorted(set(hparams) - set(self.defaults))
+        if unknown:
+            msg = (
+                f"Unknown hyper-parameters for method {self.method!r}: {unknown}; "
+                f"it takes {sorted(self.defaults)} (plus use_rep, seed)."
+            )
+            raise TypeError(msg)
+        self.use_rep = [use_rep] if isinstance(use_rep, str) else list(use_rep)
+        self.seed = int(seed)
+        self.hparams = {**self.defaults, **hparams}
+        self.genes: pd.Index | None = None
+        self.inputs: dict[str, dict] = {}
+        self.trained_on: list[str] = []
+        self.history: dict[str, list[float]] = {}
+
+    # -- hooks of a method ------------------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, features: list[np.ndarray], targets: list[np.ndarray], sections: list[str]) -> None:
+        """Fit on per-section features (spots x d) and targets (spots x genes)."""
+
+    @abstractmethod
+    def _predict(self, features: np.ndarray) -> np.ndarray:
+        """Predicted expression (spots x genes) of one section's features."""
+
+    @abstractmethod
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        """Every learnt value as named tensors, for saving."""
+
+    @abstractmethod
+    def _load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore the learnt values saved by :meth:`_tensors`."""
+
+    # -- life cycle -------------------------------------------------------------------------------
+    @property
+    def n_parameters(self) -> int:
+        """Number of learnt values (0 before fitting)."""
+        if not self.is_fitted:
+            return 0
+        return int(sum(t.numel() for t in self._tensors().values()))
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether :meth:`fit` (or :meth:`load`) has run."""
+        return self.genes is not None
+
+    def fit(
+        self,
+        sdatas: SpatialData | Sequence[SpatialData],
+        *,
+        genes: Sequence[str],
+        table_key: str = TABLE_KEY,
+    ) -> Predictor:
+        """Fit on training sections; returns the predictor itself.
+
+        Parameters
+        ----------
+        sdatas
+            The training sections; each needs every ``use_rep`` key and every gene of ``genes``.
+        genes
+            The gene panel to predict (targets are the log-normalised ``X``).
+        table_key
+            Name of the table of spots.
+        """
+        from spatialdata import SpatialData
+
+        sdatas = [sdatas] if isinstance(sdatas, SpatialData) else list(sdatas)
+        if not sdatas:
+            msg = "`sdatas` is empty: pass at least one training section."
+            raise ValueError(msg)
+        genes = pd.Index([str(g) for g in genes])
+        if genes.empty or genes.has_duplicates:
+            msg = "`genes` must be a non-empty list of distinct gene names."
+            raise ValueError(msg)
+        tables = [get_table(sd, table_key) for sd in sdatas]
+        inputs = self._check_inputs(tables[0], table_key, recorded=None)
+        features = [self._features(table, table_key, recorded=inputs) for table in tables]
+        targets = [expression(table, genes, table_key) for table in tables]
+        sections = [section_name(table, i) for i, table in enumerate(tables)]
+        self.genes, self.inputs, self.trained_on = genes, inputs, sections
+        try:
+            self._fit(features, targets, sections)
+        except Exception:
+            self.genes = None
+            raise
+        return self
+
+    def predict(self, sdata: SpatialData, *, table_key: str = TABLE_KEY) -> pd.DataFrame:
+        """Predicted log-normalised expression, spots x panel genes (index = the table's ``obs_names``).
+
+        Writes nothing; :func:`hist2st_tk.tl.predict_expression` writes the result into the table.
+        """
+        if not self.is_fitted:
+            msg = f"This {self.method!r} predictor is not fitted; call `fit` or `load` first."
+            raise ValueError(msg)
+        table = get_table(sdata, table_key)
+        features = self._features(table, table_key, recorded=self.inputs)
+        predicted = np.asarray(self._predict(features), dtype=np.float32)
+        return pd.DataFrame(predicted, index=table.obs_names.copy(), columns=self.genes.copy())
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def _check_inputs(self, table, table_key: str, *, recorded: dict | None) -> dict[str, dict]:
+        """What produced each feature key (encoder, patch size), checked against what the model was fit on."""
+        found = {}
+        for key in self.use_rep:
+            if key not in table.obsm:
+                msg = (
+                    f"Table {table_key!r} has no obsm[{key!r}], which this {self.method!r} model reads; "
+                    f"`ht.pp.image_features(sdata, ...)` writes `X_{{encoder}}`. obsm keys: {list(table.obsm)}."
+                )
+                raise KeyError(msg)
+            params = table.uns.get(key, {}).get("params", {})
+            encoder = params.get("encoder", {})
+            found[key] = {
+                "encoder": encoder.get("name") if isinstance(encoder, dict) else encoder,
+                "patch_um": params.get("patch_um"),
+                "dim": int(np.asarray(table.obsm[key]).shape[1]),
+            }
+        if recorded is not None:
+            for key, spec in found.items():
+                expected = recorded.get(key, {})
+                for field in ("encoder", "patch_um", "dim"):
+                    if (
+                        expected.get(field) is not None
+                        and spec[field] is not None
+                        and spec[field] != expected[field]
+                    ):
+                        msg = (
+                            f"obsm[{key!r}] does not match the model: {field} is {spec[field]!r} here but the "
+                            f"model was trained on {expected[field]!r}. Recompute the features with "
+                            f"`ht.pp.image_features(sdata, encoder={expected.get('encoder')!r}, "
+                            f"patch_um={expected.get('patch_um')!r})`."
+                        )
+                        raise ValueError(msg)
+        return found
+
+    def _features(self, table, table_key: str, *, recorded: dict | None) -> np.ndarray:
+        self._check_inputs(table, table_key, recorded=recorded)
+        features = np.hstack([np.asarray(table.obsm[key], dtype=np.float32) for key in self.use_rep])
+        if not np.isfinite(features).all():
+            rows = np.where(~np.isfinite(features).all(axis=1))[0]
+            msg = (
+                f"obsm {self.use_rep} of table {table_key!r} holds NaN or infinite values in "
+                f"{len(rows)} spots, e.g. {format_ids(table.obs_names[rows])}."
+            )
+            raise ValueError(msg)
+        return features
+
+    # -- files ------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Everything but the tensors, as plain types."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "method": self.method,
+            "genes": list(self.genes) if self.genes is not None else None,
+            "use_rep": self.use_rep,
+            "inputs": self.inputs,
+            "seed": self.seed,
+            "hparams": self.hparams,
+            "trained_on": self.trained_on,
+            "history": self.history,
+            "package_version": _package_version(),
+        }
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the model into the directory ``path`` (``model.json`` + ``weights.safetensors``).
+
+        The directory is written under a temporary name and renamed into place, so it is complete or
+        absent. An existing ``path`` is refused unless ``overwrite=True``.
+        """
+        from safetensors.torch import save_file
+
+        if not self.is_fitted:
+            msg = "Only a fitted predictor can be saved."
+            raise ValueError(msg)
+        path = Path(path)
+        if path.exists() and not overwrite:
+            msg = f"{str(path)!r} already exists; pass `overwrite=True` to replace it."
+            raise FileExistsError(msg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            tensors = {name: t.detach().cpu().contiguous() for name, t in self._tensors().items()}
+            save_file(tensors, str(staging / WEIGHTS_FILE))
+            (staging / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2))
+            if path.exists():
+                shutil.rmtree(path)
+            staging.rename(path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        logger.info("saved %s model (%d genes) to %s", self.method, len(self.genes), path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Predictor:
+        """A predictor saved by :meth:`save`; refuses missing, foreign or corrupted files."""
+        config, tensors = read_model_dir(path)
+        model_cls = method_class(config["method"])
+        if cls is not Predictor and not issubclass(model_cls, cls):
+            msg = f"{str(path)!r} holds a {config['method']!r} model, not a {cls.method!r} one."
+            raise ValueError(msg)
+        model = model_cls(use_rep=config["use_rep"], seed=config["seed"], **config["hparams"])
+        model.genes = pd.Index(config["genes"])
+        model.inputs = config["inputs"]
+        model.trained_on = config["trained_on"]
+        model.history = config.get("history", {})
+        try:
+            model._load_tensors(tensors)
+        except (KeyError, RuntimeError, ValueError) as err:
+            msg = f"The weights in {str(path)!r} do not fit a {config['method']!r} model: {err}"
+            raise ValueError(msg) from None
+        return model
+
+
+def read_model_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``(config, tensors)`` of a model directory, with an error naming what is missing or broken."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_dir():
+        msg = f"No model directory at {str(path)!r}."
+        raise FileNotFoundError(msg)
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (path / name).is_file()]
+    if missing:
+        msg = f"The model directory {str(path)!r} lacks {missing}; was it written by `model.save`?"
+        raise FileNotFoundError(msg)
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as err:
+        msg = f"{str(path / CONFIG_FILE)!r} is not valid JSON ({err}); the model directory is corrupted."
+        raise ValueError(msg) from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        msg = f"{str(path)!r} is not a hist2st_tk predictor (format {config.get('format')!r})."
+        raise ValueError(msg)
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        msg = (
+            f"{str(path)!r} was written by a newer hist2st_tk (format {config['format_version']}, "
+            f"package {config.get('package_version')}); upgrade hist2st_tk to load it."
+        )
+        raise ValueError(msg)
+    try:
+        tensors = load_file(str(path / WEIGHTS_FILE))
+    except (SafetensorError, OSError, ValueError) as err:
+        msg = f"Cannot read {str(path / WEIGHTS_FILE)!r}: {err}. The file is truncated or corrupted."
+        raise ValueError(msg) from None
+    return config, tensors
+
+
+def section_name(table, index: int) -> str:
+    """The ``obs["sample"]`` name of a section's table, or ``"section_{index}"`` without one."""
+    if "sample" in table.obs and table.obs["sample"].nunique() == 1:
+        return str(table.obs["sample"].iloc[0])
+    return f"section_{index}"
+
+
+def expression(table, genes: pd.Index, table_key: str = TABLE_KEY) -> np.ndarray:
+    """Log-normalised expression (``X``) of ``genes``, spots x genes float32, or an error naming missing genes."""
+    missing = genes.difference(table.var_names)
+    if len(missing):
+        msg = f"{len(missing)} genes are not in table {table_key!r}: {format_ids(missing)}."
+        raise KeyError(msg)
+    values = table[:, genes].X
+    values = np.asarray(values.toarray() if hasattr(values, "toarray") else values, dtype=np.float32)
+    if not np.isfinite(values).all():
+        msg = f"The expression of table {table_key!r} holds NaN or infinite values."
+        raise ValueError(msg)
+    return values

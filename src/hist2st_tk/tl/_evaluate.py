@@ -1,0 +1,120 @@
+"""Agreement of predicted and measured expression: per gene, per spot, and a summary."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .._constants import TABLE_KEY
+from .._logging import log_added
+from .._metrics import pearson_columns
+from .._sdata import get_table
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+
+#: Per-gene metrics written to ``var["{key}_{metric}"]``.
+GENE_METRICS: tuple[str, ...] = ("pearson", "spearman", "mae", "mse", "r2")
+
+
+def gene_scores(predicted: np.ndarray, observed: np.ndarray) -> pd.DataFrame:
+    """Per-gene Pearson, Spearman, MAE, MSE and R² of two spots x genes arrays (columns = metrics)."""
+    from scipy.stats import rankdata
+
+    residual = predicted - observed
+    mse = (residual**2).mean(axis=0)
+    variance = observed.var(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = np.where(variance > 0, 1 - mse / variance, np.nan)
+    return pd.DataFrame(
+        {
+            "pearson": pearson_columns(predicted, observed),
+            "spearman": pearson_columns(rankdata(predicted, axis=0), rankdata(observed, axis=0)),
+            "mae": np.abs(residual).mean(axis=0),
+            "mse": mse,
+            "r2": r2,
+        }
+    )
+
+
+def spot_pearson(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Pearson correlation across the genes of each spot."""
+    return pearson_columns(predicted.T, observed.T)
+
+
+def evaluate(
+    sdata: SpatialData,
+    *,
+    key: str,
+    genes: list[str] | None = None,
+    table_key: str = TABLE_KEY,
+) -> dict[str, float]:
+    """Score predicted against measured expression (``X``) on the section's spots.
+
+    Parameters
+    ----------
+    sdata
+        A section with measured expression and predictions from :func:`predict_expression`.
+    key
+        Name of the predictions, e.g. ``"predicted_ridge"`` (``obsm[key]``).
+    genes
+        Score only these panel genes (e.g. a ``top50var`` subset); by default every predicted gene
+        that the table measures.
+    table_key
+        Name of the table of spots.
+
+    Returns
+    -------
+    The summary: mean over genes of each per-gene metric (``pearson``, ``spearman``, ``mae``, ``mse``,
+    ``r2``), ``spot_pearson`` (mean per-spot Pearson) and ``n_genes``, ``n_spots``. Writes:
+
+    - ``var["{key}_{metric}"]`` for each per-gene metric (NaN for genes not scored);
+    - ``obs["{key}_spot_pearson"]``: Pearson across the scored genes of each spot;
+    - ``uns[key]["metrics"]``: the summary.
+
+    Genes constant in the predictions or the measurements have NaN correlations, left out of the means.
+    Nothing is written when the call fails.
+    """
+    table = get_table(sdata, table_key)
+    if key not in table.obsm:
+        keys = [k for k in table.obsm if str(k).startswith("predicted_")]
+        msg = (
+            f"No predictions obsm[{key!r}] in table {table_key!r}; predictions there: {keys}. "
+            "Run `ht.tl.predict_expression(sdata, model)` first."
+        )
+        raise KeyError(msg)
+    predicted = table.obsm[key]
+    if not isinstance(predicted, pd.DataFrame):
+        msg = f"obsm[{key!r}] must be a DataFrame of spots x genes (as written by predict_expression)."
+        raise TypeError(msg)
+    scored = pd.Index(predicted.columns if genes is None else genes)
+    missing = scored.difference(predicted.columns)
+    if len(missing):
+        msg = f"{len(missing)} genes were not predicted under {key!r}: {list(missing[:5])}."
+        raise KeyError(msg)
+    scored = scored.intersection(table.var_names, sort=False)
+    if scored.empty:
+        msg = f"None of the genes predicted under {key!r} is measured in table {table_key!r}."
+        raise ValueError(msg)
+    observed = table[:, scored].X
+    observed = np.asarray(observed.toarray() if hasattr(observed, "toarray") else observed, dtype=np.float64)
+    values = predicted[scored].to_numpy(dtype=np.float64)
+
+    per_gene = gene_scores(values, observed)
+    per_spot = spot_pearson(values, observed)
+    summary = {metric: float(np.nanmean(per_gene[metric])) for metric in GENE_METRICS}
+    summary.update(spot_pearson=float(np.nanmean(per_spot)), n_genes=len(scored), n_spots=table.n_obs)
+
+    rows = table.var_names.get_indexer(scored)
+    for metric in GENE_METRICS:
+        column = np.full(table.n_vars, np.nan)
+        column[rows] = per_gene[metric].to_numpy()
+        table.var[f"{key}_{metric}"] = column
+    table.obs[f"{key}_spot_pearson"] = per_spot
+    table.uns.setdefault(key, {})["metrics"] = summary
+    log_added(f"{table_key}.var[{key!r}_{{{','.join(GENE_METRICS)}}}]", (table.n_vars,))
+    log_added(f"{table_key}.obs[{key + '_spot_pearson'!r}]", (table.n_obs,))
+    log_added(f"{table_key}.uns[{key!r}]['metrics']")
+    return summary
