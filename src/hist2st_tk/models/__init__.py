@@ -8,9 +8,21 @@ the usual entry points.
 from __future__ import annotations
 
 from ._base import Predictor, available_methods, method_class
+from ._histospace import HistoSpacePredictor
+from ._multiscale import MultiScalePredictor
 from ._ridge import RidgePredictor
+from ._torch import TorchPredictor
 
-__all__ = ["Predictor", "RidgePredictor", "available_methods", "load", "method_class"]
+__all__ = [
+    "HistoSpacePredictor",
+    "MultiScalePredictor",
+    "Predictor",
+    "RidgePredictor",
+    "TorchPredictor",
+    "available_methods",
+    "load",
+    "method_class",
+]
 
 
 def load(path) -> Predictor:

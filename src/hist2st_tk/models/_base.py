@@ -101,12 +101,19 @@ class Predictor(ABC):
 
     # -- hooks of a method ------------------------------------------------------------------------
     @abstractmethod
-    def _fit(self, features: list[np.ndarray], targets: list[np.ndarray], sections: list[str]) -> None:
-        """Fit on per-section features (spots x d) and targets (spots x genes)."""
+    def _fit(
+        self,
+        features: list[np.ndarray],
+        targets: list[np.ndarray],
+        sections: list[str],
+        obs: list[pd.DataFrame],
+    ) -> None:
+        """Fit on per-section features (spots x d), targets (spots x genes) and spot annotations (``obs``)."""
 
     @abstractmethod
-    def _predict(self, features: np.ndarray) -> np.ndarray:
-        """Predicted expression (spots x genes) of one section's features."""
+    def _predict(self, features: np.ndarray) -> np.ndarray | tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Predicted expression (spots x genes) of one section's features, optionally with per-spot
+        annotations (e.g. ``{"tumor_score": ...}``) that :func:`~hist2st_tk.tl.predict_expression` writes to ``obs``."""
 
     @abstractmethod
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -164,7 +171,7 @@ class Predictor(ABC):
         sections = [section_name(table, i) for i, table in enumerate(tables)]
         self.genes, self.inputs, self.trained_on = genes, inputs, sections
         try:
-            self._fit(features, targets, sections)
+            self._fit(features, targets, sections, [table.obs for table in tables])
         except Exception:
             self.genes = None
             raise
@@ -175,13 +182,25 @@ class Predictor(ABC):
 
         Writes nothing; :func:`hist2st_tk.tl.predict_expression` writes the result into the table.
         """
+        return self.predict_all(sdata, table_key=table_key)[0]
+
+    def predict_all(
+        self, sdata: SpatialData, *, table_key: str = TABLE_KEY
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The expression of :meth:`predict` and the per-spot annotations the method predicts besides
+        (e.g. ``tumor_score``; an empty frame for methods without any). Writes nothing."""
         if not self.is_fitted:
             msg = f"This {self.method!r} predictor is not fitted; call `fit` or `load` first."
             raise ValueError(msg)
         table = get_table(sdata, table_key)
         features = self._features(table, table_key, recorded=self.inputs)
-        predicted = np.asarray(self._predict(features), dtype=np.float32)
-        return pd.DataFrame(predicted, index=table.obs_names.copy(), columns=self.genes.copy())
+        result = self._predict(features)
+        predicted, extra = result if isinstance(result, tuple) else (result, {})
+        index = table.obs_names.copy()
+        expression_frame = pd.DataFrame(
+            np.asarray(predicted, dtype=np.float32), index=index, columns=self.genes.copy()
+        )
+        return expression_frame, pd.DataFrame(extra, index=index)
 
     # -- inputs -----------------------------------------------------------------------------------
     def _check_inputs(self, table, table_key: str, *, recorded: dict | None) -> dict[str, dict]:

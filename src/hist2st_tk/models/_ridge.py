@@ -52,7 +52,7 @@ class RidgePredictor(Predictor):
     method = "ridge"
     defaults: ClassVar[dict[str, Any]] = {"n_comps": 256, "alphas": [float(a) for a in RIDGE_ALPHAS]}
 
-    def _fit(self, features: list[np.ndarray], targets: list[np.ndarray], sections: list[str]) -> None:
+    def _fit(self, features: list[np.ndarray], targets: list[np.ndarray], sections: list[str], obs) -> None:
         pipeline = fit_ridge(
             np.vstack(features),
             np.vstack(targets),

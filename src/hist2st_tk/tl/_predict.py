@@ -123,7 +123,9 @@ def predict_expression(
     - ``layers[key]``: predictions in the full ``var`` size, NaN for genes outside the panel, when the
       table has measured genes; panel genes missing from ``var`` are in ``obsm`` only;
     - for a table without genes (an H&E-only slide), ``var`` becomes the panel and ``X`` the predictions;
-    - ``uns[key]["params"]``: ``method``, ``genes`` (number), ``trained_on``, ``use_rep`` and ``inputs``.
+    - ``uns[key]["params"]``: ``method``, ``genes`` (number), ``trained_on``, ``use_rep`` and ``inputs``;
+    - ``obs[...]``: per-spot outputs of methods that predict more than expression, e.g.
+      ``obs["tumor_score"]`` (probability of tumor) of ``hist_multiscale``.
 
     Nothing is written when the call fails.
     """
@@ -139,7 +141,7 @@ def predict_expression(
         model = Predictor.load(model)
     key = key_added or f"predicted_{model.method}"
     table = get_table(sdata, table_key)
-    predicted = model.predict(sdata, table_key=table_key)
+    predicted, annotations = model.predict_all(sdata, table_key=table_key)
     params = {
         "method": model.method,
         "genes": len(model.genes),
@@ -148,8 +150,9 @@ def predict_expression(
         "inputs": model.inputs,
     }
     if table.n_vars == 0:
-        sdata.tables[table_key] = _gene_less_table(table, predicted, key, params)
+        table = sdata.tables[table_key] = _gene_less_table(table, predicted, key, params)
         log_added(f"{table_key}.X (predictions of {key!r})", predicted.shape)
+        _write_annotations(table, annotations, table_key)
         return predicted
     layer = np.full(table.shape, np.nan, dtype=np.float32)
     columns = table.var_names.get_indexer(predicted.columns)
@@ -160,7 +163,15 @@ def predict_expression(
     table.uns[key] = {"params": params}
     log_added(f"{table_key}.obsm[{key!r}]", predicted.shape)
     log_added(f"{table_key}.layers[{key!r}]", layer.shape)
+    _write_annotations(table, annotations, table_key)
     return predicted
+
+
+def _write_annotations(table, annotations: pd.DataFrame, table_key: str) -> None:
+    """Per-spot outputs besides expression (e.g. ``tumor_score``) go to ``obs``."""
+    for column in annotations.columns:
+        table.obs[column] = annotations[column].to_numpy()
+        log_added(f"{table_key}.obs[{column!r}]", (table.n_obs,))
 
 
 def _gene_less_table(table, predicted: pd.DataFrame, key: str, params: dict):

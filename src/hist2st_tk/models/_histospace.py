@@ -1,0 +1,94 @@
+"""``histospace``: the HistoSPACE predictor, a small CNN on the frozen autoencoder's feature map."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from ._base import register_method
+from ._torch import TRAINING_DEFAULTS, TorchPredictor
+
+
+def _network(n_features: int, n_genes: int, *, map_channels: int | None, hidden: int, dropout: float):
+    from torch import nn
+
+    class HistoSpaceNet(nn.Module):
+        """One convolution block on the feature map (when there is one), then two fully connected layers."""
+
+        def __init__(self):
+            super().__init__()
+            self.channels = map_channels
+            if map_channels:
+                side = math.isqrt(n_features // map_channels)
+                if side * side * map_channels != n_features:
+                    msg = f"{n_features} features are not a square map of {map_channels} channels."
+                    raise ValueError(msg)
+                self.side = side
+                self.block = nn.Sequential(
+                    nn.Conv2d(map_channels, map_channels, 3, padding=1),
+                    nn.BatchNorm2d(map_channels),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2) if side >= 2 else nn.Identity(),
+                )
+                width = map_channels * max(side // 2, 1) ** 2
+            else:
+                self.block = None
+                width = n_features
+            self.head = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(width, hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, n_genes),
+            )
+
+        def forward(self, x):
+            if self.block is not None:
+                x = self.block(x.view(len(x), self.channels, self.side, self.side))
+            return {"expression": self.head(x)}
+
+    return HistoSpaceNet()
+
+
+@register_method
+class HistoSpacePredictor(TorchPredictor):
+    """HistoSPACE: a convolution block and two fully connected layers on frozen self-supervised features.
+
+    With ``map_channels`` set (128 for the autoencoder), the features are the flattened feature map of the
+    frozen autoencoder encoder (``ht.pp.image_features(sdata, encoder="autoencoder_map", weights=...)``),
+    reshaped to ``(map_channels, side, side)``; the block is conv 3x3, batch norm, ReLU, max-pool.
+    With ``map_channels=None`` the model starts from feature vectors (e.g. ``X_lite0``) and keeps the two
+    fully connected layers only. Trained with the Huber loss on standardised targets.
+
+    Hyper-parameters
+    ----------------
+    map_channels
+        Channels of the feature map, or ``None`` for feature vectors.
+    hidden, dropout
+        Width of the first fully connected layer and its dropout.
+    huber_delta
+        Threshold of the Huber loss (in standard deviations of each gene).
+    """
+
+    method = "histospace"
+    defaults: ClassVar[dict[str, Any]] = {
+        **TRAINING_DEFAULTS,
+        "map_channels": None,
+        "hidden": 256,
+        "dropout": 0.25,
+        "huber_delta": 1.0,
+    }
+
+    def build_module(self, n_features: int, n_genes: int):
+        return _network(
+            n_features,
+            n_genes,
+            map_channels=self.hparams["map_channels"],
+            hidden=self.hparams["hidden"],
+            dropout=self.hparams["dropout"],
+        )
+
+    def loss(self, outputs, batch):
+        import torch.nn.functional as F
+
+        return F.huber_loss(outputs["expression"], batch[1], delta=self.hparams["huber_delta"])

@@ -1,0 +1,148 @@
+"""Base of the neural predictors: standardisation, a validation section, Lightning training, tensors on disk."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ._base import Predictor
+
+#: Hyper-parameters every neural predictor takes (see :class:`~hist2st_tk.models._training.TrainingConfig`).
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 30,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "patience": 5,
+    "validation": "auto",
+    "accelerator": "auto",
+    "devices": "auto",
+    "strategy": "auto",
+    "precision": None,
+    "checkpoint_dir": None,
+    "progress": False,
+}
+#: Hyper-parameters that change how a model is trained, not what it is: not saved with the model.
+_RUNTIME = ("accelerator", "devices", "strategy", "precision", "checkpoint_dir", "progress")
+
+
+class TorchPredictor(Predictor):
+    """A predictor whose model is a ``torch.nn.Module`` on standardised features and targets.
+
+    Features and targets are standardised with the means and standard deviations of the training spots
+    (saved with the model). When ``validation`` is ``"auto"`` and there are at least two training
+    sections, one of them (drawn with ``seed``) is the validation set for early stopping; ``True``
+    requires that, ``False`` trains for ``max_epochs`` on everything.
+    """
+
+    defaults: ClassVar[dict[str, Any]] = dict(TRAINING_DEFAULTS)
+
+    # -- hooks --------------------------------------------------------------------------------------
+    @abstractmethod
+    def build_module(self, n_features: int, n_genes: int):
+        """The untrained ``nn.Module``: standardised features -> ``{"expression": ..., ...}``."""
+
+    def loss(self, outputs, batch):
+        """Training loss on one batch ``(features, targets, *extra)``; mean squared error by default."""
+        import torch.nn.functional as F
+
+        return F.mse_loss(outputs["expression"], batch[1])
+
+    def extra_targets(self, obs: pd.DataFrame) -> list[np.ndarray]:
+        """Per-spot training targets besides expression (e.g. tumor labels), from a section's ``obs``."""
+        return []
+
+    def annotations(self, outputs) -> dict[str, np.ndarray]:
+        """Per-spot outputs besides expression, written to ``obs`` by ``predict_expression``."""
+        return {}
+
+    # -- fit / predict ------------------------------------------------------------------------------
+    def _validation_index(self, n_sections: int) -> int | None:
+        validation = self.hparams["validation"]
+        if validation not in ("auto", True, False):
+            msg = f"`validation` must be 'auto', True or False, got {validation!r}."
+            raise ValueError(msg)
+        if validation is True and n_sections < 2:
+            msg = (
+                "`validation=True` needs at least two training sections (validation is by section, never by "
+                "spot); pass more sections or `validation=False`."
+            )
+            raise ValueError(msg)
+        if validation is False or n_sections < 2:
+            return None
+        return int(np.random.default_rng(self.seed).integers(n_sections))
+
+    def _fit(self, features, targets, sections, obs) -> None:
+        import torch
+
+        from ._training import TrainingConfig, train
+
+        held = self._validation_index(len(sections))
+        train_idx = [i for i in range(len(sections)) if i != held]
+        x_train = np.vstack([features[i] for i in train_idx])
+        y_train = np.vstack([targets[i] for i in train_idx])
+        self._stats = {
+            "x_mean": x_train.mean(axis=0),
+            "x_std": x_train.std(axis=0) + 1e-6,
+            "y_mean": y_train.mean(axis=0),
+            "y_std": y_train.std(axis=0) + 1e-6,
+        }
+        extras = [self.extra_targets(o) for o in obs]
+
+        def tensors(indices):
+            x = np.vstack([(features[i] - self._stats["x_mean"]) / self._stats["x_std"] for i in indices])
+            y = np.vstack([(targets[i] - self._stats["y_mean"]) / self._stats["y_std"] for i in indices])
+            columns = [np.concatenate([extras[i][k] for i in indices]) for k in range(len(extras[0]))]
+            return tuple(torch.as_tensor(a, dtype=torch.float32) for a in (x, y, *columns))
+
+        torch.manual_seed(self.seed)
+        self.module = self.build_module(features[0].shape[1], targets[0].shape[1])
+        config = TrainingConfig(
+            **{k: self.hparams[k] for k in TRAINING_DEFAULTS if k != "validation"}, seed=self.seed
+        )
+        self.history = train(
+            self.module, self.loss, tensors(train_idx), None if held is None else tensors([held]), config
+        )
+        if held is not None:
+            self.history["validation_section"] = [sections[held]]
+
+    def _predict(self, features: np.ndarray):
+        import torch
+
+        x = (features - self._stats["x_mean"]) / self._stats["x_std"]
+        self.module.eval()
+        with torch.inference_mode():
+            outputs = self.module(torch.as_tensor(x, dtype=torch.float32))
+        expression = outputs["expression"].numpy() * self._stats["y_std"] + self._stats["y_mean"]
+        return expression, self.annotations(outputs)
+
+    # -- tensors ------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        config["hparams"] = {k: v for k, v in self.hparams.items() if k not in _RUNTIME}
+        config["n_features"] = int(self._stats["x_mean"].shape[0]) if self.is_fitted else None
+        return config
+
+    def _tensors(self):
+        import torch
+
+        stats = {f"stats.{k}": torch.as_tensor(v, dtype=torch.float32) for k, v in self._stats.items()}
+        return {**stats, **{f"module.{k}": v for k, v in self.module.state_dict().items()}}
+
+    def _load_tensors(self, tensors) -> None:
+        self._stats = {
+            k[len("stats.") :]: v.numpy().astype(np.float64)
+            for k, v in tensors.items()
+            if k.startswith("stats.")
+        }
+        missing = [k for k in ("x_mean", "x_std", "y_mean", "y_std") if k not in self._stats]
+        if missing:
+            msg = f"missing normalisation tensors {missing}"
+            raise KeyError(msg)
+        self.module = self.build_module(self._stats["x_mean"].shape[0], self._stats["y_mean"].shape[0])
+        state = {k[len("module.") :]: v for k, v in tensors.items() if k.startswith("module.")}
+        self.module.load_state_dict(state, strict=True)
+        self.module.eval()
