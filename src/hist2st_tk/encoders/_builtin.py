@@ -30,12 +30,32 @@ def _build_fft(spec: EncoderSpec, weights: str | Path | None):
 def _build_autoencoder(spec: EncoderSpec, weights: str | Path | None):
     from ._autoencoder import AutoencoderEncoder, load_autoencoder
 
-    model, metadata = load_autoencoder(weights)
-    return AutoencoderEncoder(model, input_px=int(metadata["input_px"]))
+    model, config = load_autoencoder(weights)
+    return AutoencoderEncoder(model, input_px=int(config["input_px"]))
+
+
+def _build_autoencoder_map(spec: EncoderSpec, weights: str | Path | None):
+    from torch import nn
+
+    encoder = _build_autoencoder(spec, weights)
+
+    class FlatFeatureMap(nn.Module):
+        """The encoder's feature map, flattened channel-major: ``(N, channels * side * side)``."""
+
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+            self.input_px = encoder.input_px
+            self.map_channels = encoder.map_channels
+
+        def forward(self, x):
+            return self.encoder.feature_map(x).flatten(1)
+
+    return FlatFeatureMap()
 
 
 def register_builtins() -> None:
-    """Register ``lite0``, ``handcrafted``, ``fft`` and ``autoencoder`` (idempotent)."""
+    """Register ``lite0``, ``handcrafted``, ``fft``, ``autoencoder`` and ``autoencoder_map`` (idempotent)."""
     builtins = [
         EncoderSpec(
             name="lite0",
@@ -76,6 +96,17 @@ def register_builtins() -> None:
             licence="BSD-3-Clause (this package); weights trained by the user on their own sections",
             weights="the directory written by ht.pp.fit_autoencoder",
             build=_build_autoencoder,
+            needs_weights=True,
+        ),
+        EncoderSpec(
+            name="autoencoder_map",
+            input_px=64,
+            mean=_UNIT[0],
+            std=_UNIT[1],
+            out_dim=None,
+            licence="BSD-3-Clause (this package); weights trained by the user on their own sections",
+            weights="the directory written by ht.pp.fit_autoencoder",
+            build=_build_autoencoder_map,
             needs_weights=True,
         ),
     ]

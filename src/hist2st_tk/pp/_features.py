@@ -111,8 +111,10 @@ def image_features(
     sizes = patch_sizes(patch_um)
     table = get_table(sdata, table_key)
     module, spec = build_encoder(encoder, weights=weights)
+    # a trained encoder knows its tile size (the autoencoder's); the registry's is the default
+    input_px = int(getattr(module, "input_px", None) or spec.input_px)
     layouts = [
-        patch_layout(sdata, size, input_px=spec.input_px, table_key=table_key, image_key=image_key)
+        patch_layout(sdata, size, input_px=input_px, table_key=table_key, image_key=image_key)
         for size in sizes
     ]
     transform = _stain_transform(sdata, layouts[0].image_key, stain=stain)
@@ -123,7 +125,7 @@ def image_features(
     results = {}
     for layout in layouts:
         key = base if len(sizes) == 1 else f"{base}_{layout.patch_um:g}um"
-        dataset = PatchDataset(layout, _reader(sdata, layout), out_px=spec.input_px, transform=transform)
+        dataset = PatchDataset(layout, _reader(sdata, layout), out_px=input_px, transform=transform)
         start = time.perf_counter()
         features = encode(
             module,
@@ -138,6 +140,9 @@ def image_features(
         )
         seconds = time.perf_counter() - start
         params = _params(spec, weights, layout, transform, seconds=seconds, n=len(dataset))
+        params["encoder"]["input_px"] = input_px
+        if hasattr(module, "map_channels"):  # feature maps: what a convolution head needs to reshape them
+            params["encoder"]["map_channels"] = int(module.map_channels)
         results[key] = (features, params, layout)
 
     for key, (features, params, layout) in results.items():
