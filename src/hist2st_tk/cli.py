@@ -76,6 +76,27 @@ def _add_bench(commands) -> None:
     features.add_argument("--data-dir", default=None, help="folder holding the HER2ST section folders")
     features.add_argument("--out", default="bench_output", help="output folder (default: bench_output)")
 
+    accuracy = kinds.add_parser(
+        "accuracy",
+        help="cross-validated accuracy of the predictors on HER2ST (her2st6-loso, her2st-cross-patient)",
+        description=(
+            "Cross-validate each method on the six HER2ST sections under the named protocols, with lite0 "
+            "features of 56/112/224 um patches (computed once and cached). Writes accuracy.json, accuracy.md "
+            "and a figure of per-gene Pearson per method."
+        ),
+    )
+    accuracy.add_argument(
+        "--methods", default="ridge,histospace,hist_multiscale", help="comma-separated methods"
+    )
+    accuracy.add_argument(
+        "--protocol",
+        default="her2st6-loso,her2st-cross-patient",
+        help="comma-separated protocols (default: her2st6-loso,her2st-cross-patient)",
+    )
+    accuracy.add_argument("--data-dir", default=None, help="folder holding the HER2ST section folders")
+    accuracy.add_argument("--out", default="bench_output", help="output folder (default: bench_output)")
+    accuracy.add_argument("--cache", default=None, help="feature cache folder (default: OUT/cache)")
+
 
 def _run_bench(args) -> None:
     if args.bench == "features":
@@ -93,6 +114,18 @@ def _run_bench(args) -> None:
         )
         print(table.to_string(index=False))
         print(f"\nWritten {args.out}/features.json and {args.out}/features.md")
+    elif args.bench == "accuracy":
+        from .bench._accuracy import bench_accuracy
+
+        table = bench_accuracy(
+            [m.strip() for m in args.methods.split(",") if m.strip()],
+            [p.strip() for p in args.protocol.split(",") if p.strip()],
+            data_dir=args.data_dir,
+            out_dir=args.out,
+            cache_dir=args.cache,
+        )
+        print(table.to_string(index=False))
+        print(f"\nWritten {args.out}/accuracy.json, {args.out}/accuracy.md and {args.out}/accuracy_*.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

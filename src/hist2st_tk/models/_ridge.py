@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
 from ._base import Predictor, register_method
 
@@ -47,10 +48,18 @@ class RidgePredictor(Predictor):
         Number of principal components (clipped to what the training data allows).
     alphas
         Ridge penalties searched by efficient leave-one-out cross-validation on the training spots.
+    label_key
+        Boolean ``obs`` column of tumor labels; when the training spots have both classes, a logistic
+        regression on the same principal components predicts ``tumor_score`` (the image-feature tumor
+        baseline of DESIGN.md §6).
     """
 
     method = "ridge"
-    defaults: ClassVar[dict[str, Any]] = {"n_comps": 256, "alphas": [float(a) for a in RIDGE_ALPHAS]}
+    defaults: ClassVar[dict[str, Any]] = {
+        "n_comps": 256,
+        "alphas": [float(a) for a in RIDGE_ALPHAS],
+        "label_key": "tumor",
+    }
 
     def _fit(self, features: list[np.ndarray], targets: list[np.ndarray], sections: list[str], obs) -> None:
         pipeline = fit_ridge(
@@ -70,19 +79,39 @@ class RidgePredictor(Predictor):
             "coef": np.atleast_2d(ridge.coef_),
             "intercept": np.atleast_1d(ridge.intercept_),
         }
+        self._fit_tumor(pipeline[:-1].transform(np.vstack(features)), obs)
         self.history = {
             "alpha": [float(ridge.alpha_)],
             "pca_explained_variance": [float(pca.explained_variance_ratio_.sum())],
         }
 
-    def _predict(self, features: np.ndarray) -> np.ndarray:
+    def _fit_tumor(self, scores: np.ndarray, obs) -> None:
+        """A logistic regression for tumor on the principal components, when labels of both classes exist."""
+        from sklearn.linear_model import LogisticRegression
+
+        key = self.hparams["label_key"]
+        if not all(key in o for o in obs):
+            return
+        labels = pd.concat([o[key].astype("boolean") for o in obs]).to_numpy(dtype=float, na_value=np.nan)
+        known = ~np.isnan(labels)
+        if len(np.unique(labels[known])) < 2:
+            return
+        classifier = LogisticRegression(C=0.1, max_iter=2000).fit(scores[known], labels[known].astype(bool))
+        self._arrays["tumor_coef"] = classifier.coef_.ravel()
+        self._arrays["tumor_intercept"] = classifier.intercept_
+
+    def _predict(self, features: np.ndarray):
         a = self._arrays
         expected = a["scaler_mean"].shape[0]
         if features.shape[1] != expected:
             msg = f"The model reads {expected} features per spot, got {features.shape[1]}."
             raise ValueError(msg)
         scores = ((features - a["scaler_mean"]) / a["scaler_scale"] - a["pca_mean"]) @ a["pca_components"].T
-        return scores @ a["coef"].T + a["intercept"]
+        expression = scores @ a["coef"].T + a["intercept"]
+        if "tumor_coef" not in a:
+            return expression
+        logit = scores @ a["tumor_coef"] + a["tumor_intercept"][0]
+        return expression, {"tumor_score": 1 / (1 + np.exp(-logit))}
 
     def _tensors(self):
         import torch
@@ -98,7 +127,8 @@ class RidgePredictor(Predictor):
         if missing:
             msg = f"missing tensors {missing}"
             raise KeyError(msg)
-        self._arrays = {name: tensors[name].numpy() for name in names}
+        optional = [name for name in ("tumor_coef", "tumor_intercept") if name in tensors]
+        self._arrays = {name: tensors[name].numpy() for name in (*names, *optional)}
         if self._arrays["coef"].shape[0] != len(self.genes):
             msg = f"{self._arrays['coef'].shape[0]} outputs for {len(self.genes)} genes"
             raise ValueError(msg)

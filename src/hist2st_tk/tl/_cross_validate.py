@@ -30,9 +30,12 @@ class CrossValidation:
         Tidy per-gene scores: one row per (``fold``, ``held_out``, ``panel``, ``gene``, ``metric``) with its ``value``.
     folds
         One row per (``fold``, ``held_out``, ``panel``): mean of each per-gene metric, ``spot_pearson``,
-        ``train_seconds``, ``predict_seconds``, ``n_parameters``.
+        ``tumor_auc`` (AUC of a predicted ``tumor_score`` against ``obs[label_key]`` where both exist, else
+        NaN), ``train_seconds``, ``predict_seconds``, ``n_parameters``.
     predictions
         Every held-out prediction: held-out section -> spots x genes DataFrame (log-normalised), per fold.
+    annotations
+        Per-spot outputs besides expression (e.g. ``tumor_score``), in the same layout as ``predictions``.
     protocol
         The protocol's name (or ``"explicit"``).
     """
@@ -40,6 +43,7 @@ class CrossValidation:
     scores: pd.DataFrame
     folds: pd.DataFrame
     predictions: dict[str, dict[str, pd.DataFrame]] = field(repr=False)
+    annotations: dict[str, dict[str, pd.DataFrame]] = field(repr=False)
     protocol: str
 
     def summary(self) -> pd.DataFrame:
@@ -50,6 +54,20 @@ class CrossValidation:
         numeric = self.folds.drop(columns=["held_out"])
         per_fold = numeric.groupby(["fold", "panel"], sort=False).mean()
         return per_fold.groupby(level="panel", sort=False).mean()
+
+
+def tumor_auc(obs: pd.DataFrame, annotations: pd.DataFrame, label_key: str = "tumor") -> float:
+    """AUC of ``annotations["tumor_score"]`` against the boolean ``obs[label_key]`` (NaN without both classes)."""
+    from sklearn.metrics import roc_auc_score
+
+    if "tumor_score" not in annotations or label_key not in obs:
+        return float("nan")
+    labels = obs[label_key].astype("boolean")
+    known = labels.notna().to_numpy()
+    truth = labels[known].to_numpy(dtype=bool)
+    if truth.all() or not truth.any():
+        return float("nan")
+    return float(roc_auc_score(truth, annotations["tumor_score"].to_numpy()[known]))
 
 
 def _sections(sdatas, table_key: str) -> dict[str, SpatialData]:
@@ -96,6 +114,7 @@ def cross_validate(
     panels: Mapping[str, tuple[str, int]] | None = None,
     use_rep: str | Sequence[str] = "X_lite0",
     seed: int = 0,
+    label_key: str = "tumor",
     table_key: str = TABLE_KEY,
     **hparams: Any,
 ) -> CrossValidation:
@@ -121,6 +140,8 @@ def cross_validate(
         ``obsm`` key(s) of the features.
     seed
         Seed of every fit.
+    label_key
+        Boolean ``obs`` column that a predicted ``tumor_score`` is scored against.
     table_key
         Name of the table of spots.
     **hparams
@@ -138,7 +159,7 @@ def cross_validate(
     folds = protocol_folds(protocol, _patients(sections, table_key))
     panels = dict(PANELS if panels is None else panels)
     method_class(method)  # an unknown method fails before any fit
-    score_rows, fold_rows, predictions = [], [], {}
+    score_rows, fold_rows, predictions, annotations = [], [], {}, {}
     for name, train, test in folds:
         tables = [get_table(sections[s], table_key) for s in train]
         fold_panels = _fold_panels(tables, panels, table_key)
@@ -147,13 +168,14 @@ def cross_validate(
         model = method_class(method)(use_rep=use_rep, seed=seed, **hparams)
         model.fit([sections[s] for s in train], genes=genes, table_key=table_key)
         train_seconds = time.perf_counter() - start
-        predictions[name] = {}
+        predictions[name], annotations[name] = {}, {}
         for held_out in test:
             start = time.perf_counter()
-            predicted = model.predict(sections[held_out], table_key=table_key)
+            predicted, extra = model.predict_all(sections[held_out], table_key=table_key)
             predict_seconds = time.perf_counter() - start
-            predictions[name][held_out] = predicted
+            predictions[name][held_out], annotations[name][held_out] = predicted, extra
             table = get_table(sections[held_out], table_key)
+            auc = tumor_auc(table.obs, extra, label_key)
             for panel, panel_genes in fold_panels.items():
                 observed = expression(table, panel_genes, table_key).astype(np.float64)
                 values = predicted[panel_genes].to_numpy(dtype=np.float64)
@@ -167,6 +189,7 @@ def cross_validate(
                         "panel": panel,
                         **{m: float(np.nanmean(per_gene[m])) for m in GENE_METRICS},
                         "spot_pearson": float(np.nanmean(spot_pearson(values, observed))),
+                        "tumor_auc": auc,
                         "train_seconds": train_seconds,
                         "predict_seconds": predict_seconds,
                         "n_parameters": model.n_parameters,
@@ -180,5 +203,6 @@ def cross_validate(
         scores=scores,
         folds=pd.DataFrame(fold_rows),
         predictions=predictions,
+        annotations=annotations,
         protocol=protocol if isinstance(protocol, str) else "explicit",
     )

@@ -1,0 +1,146 @@
+"""``hist2st bench accuracy``: every method under the named protocols on the six HER2ST sections, one table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._logging import logger
+from .._protocols import HER2ST6, REFERENCE
+from ._report import write_report
+
+#: lite0 features of three patch sizes are computed once per section and cached.
+SCALES_UM: tuple[float, ...] = (56.0, 112.0, 224.0)
+MULTISCALE_REPS = [f"X_lite0_{um:g}um" for um in SCALES_UM]
+
+#: What each method reads and the CPU budget it gets here (stated in the table).
+METHODS: dict[str, dict[str, Any]] = {
+    "ridge": {"use_rep": "X_lite0_112um"},
+    "histospace": {"use_rep": "X_lite0_112um", "max_epochs": 40, "patience": 5, "lr": 1e-3},
+    "hist_multiscale": {"use_rep": MULTISCALE_REPS, "max_epochs": 40, "patience": 5, "lr": 1e-3},
+}
+
+
+def load_sections(
+    *, data_dir: str | Path | None = None, cache_dir: str | Path = "bench_output/cache"
+) -> dict[str, Any]:
+    """The six HER2ST sections with lite0 features of 56, 112 and 224 um patches, cached as ``.zarr``."""
+    from spatialdata import read_zarr
+
+    from .. import datasets, io, pp
+
+    cache = Path(cache_dir)
+    sections = {}
+    for name in HER2ST6:
+        path = cache / f"{name}_lite0.zarr"
+        if path.exists():
+            sections[name] = read_zarr(path)
+            continue
+        sdata = datasets.her2st(name, data_dir=data_dir)
+        pp.image_features(sdata, encoder="lite0", patch_um=list(SCALES_UM), progress=False)
+        io.write_zarr(sdata, path)
+        sections[name] = sdata
+    return sections
+
+
+def per_gene_figure(results: dict[str, Any], path: Path) -> Path:
+    """Box plots of per-gene Pearson on held-out sections, per method and panel."""
+    import matplotlib.pyplot as plt
+
+    panels = sorted({p for cv in results.values() for p in cv.scores["panel"].unique()})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 + 2.2 * len(results), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        data, labels = [], []
+        for method, cv in results.items():
+            scores = cv.scores
+            values = scores[(scores["panel"] == panel) & (scores["metric"] == "pearson")]["value"].dropna()
+            data.append(values.to_numpy())
+            labels.append(method)
+        ax.boxplot(data, showfliers=False)
+        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(f"{panel}: per-gene Pearson (held-out sections)")
+        ax.set_ylabel("Pearson r")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def bench_accuracy(
+    methods: Sequence[str] = ("ridge", "histospace", "hist_multiscale"),
+    protocols: Sequence[str] = ("her2st6-loso", "her2st-cross-patient"),
+    *,
+    data_dir: str | Path | None = None,
+    out_dir: str | Path = "bench_output",
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Cross-validate each method under each protocol; write ``accuracy.json``, ``accuracy.md`` and figures.
+
+    Rows: method x protocol x fold group x panel, with mean Pearson per gene, Spearman, MAE, per-spot
+    Pearson, tumor AUC, train and predict seconds per fold, parameter count and the epoch budget.
+    The reference numbers of DESIGN.md §6 (ridge on lite0) are stated beside them.
+    """
+    from ..tl import cross_validate
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        msg = f"No benchmark recipe for methods {unknown}; known: {list(METHODS)}."
+        raise ValueError(msg)
+    out = Path(out_dir)
+    sections = load_sections(data_dir=data_dir, cache_dir=cache_dir or out / "cache")
+    rows, per_protocol = [], {}
+    for protocol in protocols:
+        per_protocol[protocol] = {}
+        for method in methods:
+            recipe = dict(METHODS[method])
+            logger.info("bench accuracy: %s under %s", method, protocol)
+            cv = cross_validate(sections, method=method, protocol=protocol, seed=seed, **recipe)
+            per_protocol[protocol][method] = cv
+            # LOSO is reported as its mean over folds; the cross-patient folds (C->B4, B4->C) one by one
+            group = "mean of 6 folds" if protocol == "her2st6-loso" else cv.folds["fold"]
+            folds = cv.folds.assign(group=group)
+            for (group, panel), frame in folds.groupby(["group", "panel"], sort=False):
+                by_fold = (
+                    frame.drop(columns=["held_out", "group"])
+                    .groupby("fold", sort=False)
+                    .mean(numeric_only=True)
+                )
+                rows.append(
+                    {
+                        "method": method,
+                        "protocol": protocol,
+                        "folds": group,
+                        "panel": panel,
+                        "pearson": by_fold["pearson"].mean(),
+                        "spearman": by_fold["spearman"].mean(),
+                        "mae": by_fold["mae"].mean(),
+                        "spot_pearson": by_fold["spot_pearson"].mean(),
+                        "tumor_auc": by_fold["tumor_auc"].mean(),
+                        "train_s_per_fold": by_fold["train_seconds"].mean(),
+                        "predict_s_per_fold": by_fold["predict_seconds"].mean(),
+                        "n_parameters": int(by_fold["n_parameters"].mean()),
+                        "max_epochs": recipe.get("max_epochs", "-"),
+                        "reference_pearson": REFERENCE.get(
+                            "her2st6-loso" if group == "mean of 6 folds" else group, {}
+                        ).get(panel, np.nan),
+                    }
+                )
+        per_gene_figure(per_protocol[protocol], out / f"accuracy_{protocol}.png")
+    table = pd.DataFrame(rows)
+    notes = [
+        "Data: HER2ST sections B4 (patient B), C2-C6 (patient C); targets = log-normalised X; genes shared by all "
+        "six sections; panels (top250mean, top50var) chosen on the training sections of each fold.",
+        "Features: frozen lite0 (ImageNet EfficientNet-Lite0) of 56/112/224 um patches resampled to 224 px.",
+        "pearson = mean over genes of the per-gene Pearson on the held-out section(s), then over folds; "
+        "tumor_auc = AUC of the predicted tumor_score against the data authors' cancer clusters.",
+        "reference_pearson = ridge on lite0 112 um features as measured for DESIGN.md §6.",
+        "Neural methods: CPU, early stopping on a held-out training section, at most max_epochs epochs.",
+    ]
+    write_report("accuracy", table, out_dir=out, title="Prediction accuracy on HER2ST", notes=notes)
+    return table
