@@ -181,3 +181,18 @@ def test_encoder_returning_nan_is_refused():
     dataset = [torch.zeros(3, 8, 8, dtype=torch.uint8)] * 2
     with pytest.raises(ValueError, match="NaN or infinite features"):
         encode(Broken(), dataset, mean=(0, 0, 0), std=(1, 1, 1), batch_size=2)
+
+
+def test_weight_free_encoders_and_fourier_features(section):
+    ht.pp.image_features(section, encoder="handcrafted", patch_um=56, progress=False)
+    ht.pp.fourier_features(section, patch_um=56, progress=False)
+    table = section["table"]
+    assert table.obsm["X_handcrafted"].shape == (16, 22)
+    assert table.obsm["X_fourier"].shape == (16, 16)
+    assert table.uns["X_fourier"]["params"]["encoder"]["name"] == "fft"
+    # denser nuclei (the hidden texture factor) show up in the haematoxylin fraction
+    from hist2st_tk.encoders._handcrafted import HandcraftedFeatures
+
+    names = HandcraftedFeatures().feature_names
+    h_fraction = table.obsm["X_handcrafted"][:, names.index("haematoxylin_fraction")]
+    assert np.corrcoef(h_fraction, table.obs["latent_texture"])[0, 1] > 0.3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy as _copy
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -127,3 +128,36 @@ def spot_centres(sdata: SpatialData, table: ad.AnnData) -> tuple[str, np.ndarray
         raise KeyError(msg)
     centroids = shapes.geometry.loc[ids].centroid
     return key, np.column_stack([centroids.x.to_numpy(), centroids.y.to_numpy()])
+
+
+def spatial_coords(table: ad.AnnData, table_key: str) -> np.ndarray:
+    """``obsm["spatial"]`` as finite ``(n, 2)`` float64 pixel coordinates, or an error naming the fix."""
+    if "spatial" not in table.obsm:
+        msg = (
+            f"Table {table_key!r} has no `obsm['spatial']` (spot centres in image pixels); it is written "
+            "by `ht.io.read_st`, `ht.io.read_visium` and the `ht.datasets` loaders. "
+            f"obsm keys: {list(table.obsm)}."
+        )
+        raise KeyError(msg)
+    coords = np.asarray(table.obsm["spatial"], dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] != 2 or not np.isfinite(coords).all():
+        msg = (
+            f"`obsm['spatial']` of table {table_key!r} must hold finite (x, y) pixel coordinates, "
+            f"shape (n_spots, 2); got shape {coords.shape}."
+        )
+        raise ValueError(msg)
+    return coords
+
+
+def with_table(sdata: SpatialData, table_key: str, table: ad.AnnData) -> SpatialData:
+    """A new SpatialData sharing every element of ``sdata`` except the table ``table_key``."""
+    from spatialdata import SpatialData
+
+    return SpatialData(
+        images=dict(sdata.images),
+        labels=dict(sdata.labels),
+        points=dict(sdata.points),
+        shapes=dict(sdata.shapes),
+        tables={**dict(sdata.tables), table_key: table},
+        attrs=_copy.deepcopy(dict(sdata.attrs)),
+    )

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from ._autoencoder import fit_autoencoder
 from ._features import image_features
+from ._fourier import fourier_coords, fourier_features
 from ._genes import select_genes
 from ._graph import spatial_graph
+from ._ipca import ipca
 from ._patches import patches
 
-__all__ = ["fit_autoencoder", "image_features", "patches", "select_genes", "spatial_graph"]
+__all__ = [
+    "fit_autoencoder",
+    "fourier_coords",
+    "fourier_features",
+    "image_features",
+    "ipca",
+    "patches",
+    "select_genes",
+    "spatial_graph",
+]

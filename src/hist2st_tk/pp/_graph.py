@@ -8,12 +8,10 @@ import math
 from numbers import Real
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-
 from .._constants import TABLE_KEY
 from .._logging import log_added
 from .._scale import get_mpp
-from .._sdata import get_table, section_image_key
+from .._sdata import get_table, section_image_key, spatial_coords, with_table
 from .._validate import check_count
 
 if TYPE_CHECKING:
@@ -105,7 +103,7 @@ def spatial_graph(
         raise ValueError(msg)
 
     table = get_table(sdata, table_key)
-    coords = _spatial_coords(table, table_key)
+    coords = spatial_coords(table, table_key)
     if method != "radius":
         n_neighs = _check_n_neighs(n_neighs, table.n_obs)
 
@@ -146,7 +144,7 @@ def spatial_graph(
     log_added(f"{table_key}.uns[{uns_key!r}]")
     if not copy:
         return None
-    return _with_table(sdata, table_key, target)
+    return with_table(sdata, table_key, target)
 
 
 def _check_radius(radius_um: float) -> float:
@@ -166,24 +164,6 @@ def _check_n_neighs(n_neighs: int, n_spots: int) -> int:
         msg = f"`n_neighs={n_neighs}` must be smaller than the number of spots ({n_spots})."
         raise ValueError(msg)
     return int(n_neighs)
-
-
-def _spatial_coords(table: ad.AnnData, table_key: str) -> np.ndarray:
-    if "spatial" not in table.obsm:
-        msg = (
-            f"Table {table_key!r} has no `obsm['spatial']` (spot centres in image pixels); it is written "
-            "by `ht.io.read_st`, `ht.io.read_visium` and the `ht.datasets` loaders. "
-            f"obsm keys: {list(table.obsm)}."
-        )
-        raise KeyError(msg)
-    coords = np.asarray(table.obsm["spatial"], dtype=np.float64)
-    if coords.ndim != 2 or coords.shape[1] != 2 or not np.isfinite(coords).all():
-        msg = (
-            f"`obsm['spatial']` of table {table_key!r} must hold finite (x, y) pixel coordinates, "
-            f"shape (n_spots, 2); got shape {coords.shape}."
-        )
-        raise ValueError(msg)
-    return coords
 
 
 def _build(work: ad.AnnData, *, method: str, n_neighs: int, radius_px: float | None, key_added: str) -> None:
@@ -206,17 +186,3 @@ def _call_builder(sq, work: ad.AnnData, *, method: str, n_neighs: int, radius_px
         sq.gr.spatial_neighbors_radius(work, spatial_key="spatial", radius=radius_px, key_added=key_added)
     else:
         sq.gr.spatial_neighbors_grid(work, spatial_key="spatial", n_neighs=n_neighs, key_added=key_added)
-
-
-def _with_table(sdata: SpatialData, table_key: str, table: ad.AnnData) -> SpatialData:
-    """A new SpatialData sharing every element of ``sdata`` except the table ``table_key``."""
-    from spatialdata import SpatialData
-
-    return SpatialData(
-        images=dict(sdata.images),
-        labels=dict(sdata.labels),
-        points=dict(sdata.points),
-        shapes=dict(sdata.shapes),
-        tables={**dict(sdata.tables), table_key: table},
-        attrs=_copy.deepcopy(dict(sdata.attrs)),
-    )
