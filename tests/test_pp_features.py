@@ -196,3 +196,18 @@ def test_weight_free_encoders_and_fourier_features(section):
     names = HandcraftedFeatures().feature_names
     h_fraction = table.obsm["X_handcrafted"][:, names.index("haematoxylin_fraction")]
     assert np.corrcoef(h_fraction, table.obs["latent_texture"])[0, 1] > 0.3
+
+
+def test_recorded_stain_normaliser_is_applied_per_patch(section):
+    ht.pp.normalize_stain(section, method="macenko")
+    ht.pp.image_features(section, encoder="mean_colour", patch_um=40, progress=False)
+    ht.pp.image_features(section, encoder="mean_colour", patch_um=40, stain=False, key_added="X_raw", progress=False)
+    table = section["table"]
+    assert table.uns["X_mean_colour"]["params"]["stain"] == "macenko"
+    assert table.uns["X_raw"]["params"]["stain"] is None
+    assert not np.allclose(table.obsm["X_mean_colour"], table.obsm["X_raw"], atol=1e-3)
+    # the features are those of the normalised patches
+    layout, dataset = _dataset(section, 40, 40)
+    normalise = ht.pp.stain_normalizer(section, "synthetic_he")
+    expected = normalise(dataset.patch(0)).reshape(-1, 3).mean(axis=0) / 255
+    np.testing.assert_allclose(table.obsm["X_mean_colour"][0], expected, atol=1e-5)

@@ -9,6 +9,8 @@ from ._genes import select_genes
 from ._graph import spatial_graph
 from ._ipca import ipca
 from ._patches import patches
+from ._stain import normalize_stain, stain_normalizer, stain_reference
+from ._tissue import tissue_mask
 
 __all__ = [
     "fit_autoencoder",
@@ -16,7 +18,11 @@ __all__ = [
     "fourier_features",
     "image_features",
     "ipca",
+    "normalize_stain",
     "patches",
     "select_genes",
     "spatial_graph",
+    "stain_normalizer",
+    "stain_reference",
+    "tissue_mask",
 ]
