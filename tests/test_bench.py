@@ -55,3 +55,36 @@ def test_bench_needs_a_benchmark_name(capsys):
     with pytest.raises(SystemExit):
         main(["bench"])
     assert "BENCHMARK" in capsys.readouterr().err
+
+
+def test_bench_accuracy_table(tmp_path, monkeypatch):
+    """The runner on stand-in sections named like HER2ST (the real run is `hist2st bench accuracy`)."""
+    import numpy as np
+
+    import hist2st_tk as ht
+    from hist2st_tk.bench import _accuracy
+
+    def fake_sections(**kwargs):
+        sections = {}
+        for i, name in enumerate(["B4", "C2", "C3", "C4", "C5", "C6"]):
+            sd = ht.datasets.synthetic(n_spots=36, n_genes=60, seed=i, sample=name, patient=name[0])
+            table = sd["table"]
+            latents = table.obs[["latent_colour", "latent_texture"]].to_numpy(dtype=np.float32)
+            table.obsm["X_lite0_112um"] = np.hstack(
+                [latents, np.random.default_rng(i).normal(size=(36, 4))]
+            ).astype(np.float32)
+            sections[name] = sd
+        return sections
+
+    monkeypatch.setattr(_accuracy, "load_sections", fake_sections)
+    table = _accuracy.bench_accuracy(
+        ["ridge"],
+        ["her2st6-loso", "her2st-cross-patient"],
+        out_dir=tmp_path,
+        panels={"top20mean": ("top_mean", 20)},
+    )
+    assert list(table["folds"]) == ["mean of 6 folds", "C->B4", "B4->C"]
+    assert (table["pearson"] > 0.3).all() and table["tumor_auc"].notna().all()
+    assert (tmp_path / "accuracy.md").is_file() and (tmp_path / "accuracy_her2st6-loso.png").is_file()
+    with pytest.raises(ValueError, match=r"No benchmark recipe for methods \['nope'\]"):
+        _accuracy.bench_accuracy(["nope"], out_dir=tmp_path)

@@ -78,6 +78,7 @@ def bench_accuracy(
     data_dir: str | Path | None = None,
     out_dir: str | Path = "bench_output",
     cache_dir: str | Path | None = None,
+    panels: dict[str, tuple[str, int]] | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Cross-validate each method under each protocol; write ``accuracy.json``, ``accuracy.md`` and figures.
@@ -93,6 +94,7 @@ def bench_accuracy(
         msg = f"No benchmark recipe for methods {unknown}; known: {list(METHODS)}."
         raise ValueError(msg)
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     sections = load_sections(data_dir=data_dir, cache_dir=cache_dir or out / "cache")
     rows, per_protocol = [], {}
     for protocol in protocols:
@@ -100,7 +102,9 @@ def bench_accuracy(
         for method in methods:
             recipe = dict(METHODS[method])
             logger.info("bench accuracy: %s under %s", method, protocol)
-            cv = cross_validate(sections, method=method, protocol=protocol, seed=seed, **recipe)
+            cv = cross_validate(
+                sections, method=method, protocol=protocol, panels=panels, seed=seed, **recipe
+            )
             per_protocol[protocol][method] = cv
             # LOSO is reported as its mean over folds; the cross-patient folds (C->B4, B4->C) one by one
             group = "mean of 6 folds" if protocol == "her2st6-loso" else cv.folds["fold"]
