@@ -63,7 +63,7 @@ def fit_predictor(
     >>> ht.pp.image_features(train, encoder="handcrafted", patch_um=56, progress=False)
     >>> model = ht.tl.fit_predictor(train, method="ridge", genes=5, use_rep="X_handcrafted")
     >>> list(model.genes)[:2]
-    ['gene_005', 'gene_011']
+    ['gene_011', 'gene_002']
     """
     from spatialdata import SpatialData
 
