@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from numbers import Integral
+import math
+from numbers import Integral, Real
 
 
 def check_count(value: int, name: str) -> int:
@@ -14,3 +15,15 @@ def check_count(value: int, name: str) -> int:
         msg = f"`{name}` must be at least 1, got {value}."
         raise ValueError(msg)
     return int(value)
+
+
+def check_microns(value: float, name: str) -> float:
+    """``value`` as a float, or raise when it is not a positive, finite length in microns."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        msg = f"`{name}` must be a positive number of microns, got {value!r}."
+        raise TypeError(msg)
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        msg = f"`{name}` must be a positive, finite number of microns, got {value!r}."
+        raise ValueError(msg)
+    return number

@@ -137,7 +137,9 @@ def synthetic(
         )
         raise ValueError(msg)
 
-    rng_fields, rng_counts, rng_image = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    rng_fields, rng_counts, rng_image = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+    )
     # One biology for every section: gene weights do not depend on `seed`, so that a model fitted on
     # one synthetic section applies to another.
     rng_genes = np.random.default_rng(_GENE_SEED)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from numbers import Integral, Real
@@ -27,6 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .._files import WEIGHTS_FILE, package_version, read_weights, state_mismatches, write_model_dir
 from .._logging import logger
 from .._validate import check_count
 
@@ -41,7 +40,7 @@ __all__ = [
 FORMAT = "hist2st_tk.autoencoder"
 FORMAT_VERSION = 1
 CONFIG_FILE = "autoencoder.json"
-WEIGHTS_FILE = "weights.safetensors"
+
 _SHOWN = 5  # keys named in an error message
 
 
@@ -452,15 +451,6 @@ def train_autoencoder(
 # --------------------------------------------------------------------------------------------- files
 
 
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("hist2st-tk")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def _plain(value: Any) -> Any:
     """JSON fallback for numpy scalars and arrays in the user's metadata."""
     if hasattr(value, "tolist"):
@@ -479,7 +469,7 @@ def _config(model: ConvAutoencoder, input_px: int, metadata: dict) -> str:
         "architecture": {"channels": list(model.channels), "in_channels": model.in_channels},
         "input_px": input_px,
         "metadata": metadata,
-        "package_version": _package_version(),
+        "package_version": package_version(),
     }
     try:
         return json.dumps(config, indent=2, default=_plain, allow_nan=False)
@@ -521,7 +511,6 @@ def save_autoencoder(
     -------
     The directory.
     """
-    from safetensors.torch import save_file
 
     if not isinstance(model, ConvAutoencoder):
         msg = f"`model` must be a ConvAutoencoder, got {type(model).__name__}."
@@ -531,42 +520,10 @@ def save_autoencoder(
         msg = "The model has no training tile size; train it with `train_autoencoder` or pass `input_px=`."
         raise ValueError(msg)
     text = _config(model, check_count(input_px, "input_px"), metadata)
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        msg = f"{str(path)!r} is a file; give the path of a directory to create."
-        raise FileExistsError(msg)
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        msg = f"{str(path)!r} already exists and is not empty; pass `overwrite=True` to replace it."
-        raise FileExistsError(msg)
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        tensors = {key: t.detach().cpu().contiguous() for key, t in model.state_dict().items()}
-        save_file(tensors, str(staging / WEIGHTS_FILE))
-        (staging / CONFIG_FILE).write_text(text)
-        _replace_dir(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    tensors = model.state_dict()
+    path = write_model_dir(path, tensors, config_file=CONFIG_FILE, config_text=text, overwrite=overwrite)
     logger.info("saved autoencoder (%s channels, %d px tiles) to %s", list(model.channels), input_px, path)
     return path
-
-
-def _replace_dir(staging: Path, path: Path) -> None:
-    """Rename ``staging`` to ``path``; an old ``path`` is moved aside first and deleted only afterwards."""
-    if not path.exists():
-        staging.rename(path)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-    old.rmdir()
-    path.rename(old)
-    try:
-        staging.rename(path)
-    except BaseException:
-        old.rename(path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -600,32 +557,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _read_weights(file: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        msg = f"Cannot read {str(file)!r} ({err}); the weights file is truncated or corrupted."
-        raise ValueError(msg) from None
-
-
 def _check_fit(model: nn.Module, state: dict[str, torch.Tensor], file: Path) -> None:
     """Raise naming the first keys of ``state`` that do not fit ``model``."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = [
-        f"{label} ({len(keys)}): {keys[:_SHOWN]}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
-        if keys
-    ]
+    problems = state_mismatches(model, state)
     if problems:
         msg = (
             f"The weights in {str(file)!r} do not fit the architecture of {CONFIG_FILE}; "
@@ -663,7 +597,7 @@ def load_autoencoder(path: str | Path) -> tuple[ConvAutoencoder, dict[str, Any]]
     except (TypeError, ValueError) as err:
         msg = f"{str(path / CONFIG_FILE)!r} describes an invalid architecture ({err}); the file is corrupted."
         raise ValueError(msg) from None
-    state = _read_weights(path / WEIGHTS_FILE)
+    state = read_weights(path / WEIGHTS_FILE)
     _check_fit(model, state, path / WEIGHTS_FILE)
     model.load_state_dict(state, strict=True)
     model.input_px = check_count(config["input_px"], "input_px")

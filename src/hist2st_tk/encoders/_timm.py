@@ -15,8 +15,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-_SHOWN = 5
-
 
 def timm_spec(model_name: str) -> EncoderSpec:
     """An :class:`EncoderSpec` for a timm architecture, from timm's own pretrained config."""
@@ -71,25 +69,11 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 def load_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str | Path) -> None:
     """Load ``state`` into ``model``, or raise naming the first keys that do not fit."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [
-        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or wrong_shape:
-        parts = [
-            f"{label} ({len(keys)}): {keys[:_SHOWN]}"
-            for label, keys in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("wrong shape", wrong_shape),
-            )
-            if keys
-        ]
-        msg = f"The weights in {str(source)!r} do not fit the architecture; " + "; ".join(parts) + "."
+    from .._files import state_mismatches
+
+    problems = state_mismatches(model, state)
+    if problems:
+        msg = f"The weights in {str(source)!r} do not fit the architecture; " + "; ".join(problems) + "."
         raise ValueError(msg)
     model.load_state_dict(state, strict=True)
 

@@ -12,8 +12,6 @@ sections, package version) and ``weights.safetensors`` (tensors only; nothing is
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._files import WEIGHTS_FILE, package_version, read_weights, write_model_dir
 from .._logging import format_ids, logger
 from .._sdata import get_table
 
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 FORMAT = "hist2st_tk.predictor"
 FORMAT_VERSION = 1
 CONFIG_FILE = "model.json"
-WEIGHTS_FILE = "weights.safetensors"
 
 _METHODS: dict[str, type[Predictor]] = {}
 
@@ -55,15 +53,6 @@ def method_class(method: str) -> type[Predictor]:
         msg = f"Unknown method {method!r}; available methods: {available_methods()}."
         raise ValueError(msg)
     return _METHODS[method]
-
-
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("hist2st-tk")
-    except PackageNotFoundError:  # pragma: no cover - source tree without install
-        return "unknown"
 
 
 class Predictor(ABC):
@@ -264,36 +253,25 @@ class Predictor(ABC):
             "hparams": self.hparams,
             "trained_on": self.trained_on,
             "history": self.history,
-            "package_version": _package_version(),
+            "package_version": package_version(),
         }
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model into the directory ``path`` (``model.json`` + ``weights.safetensors``).
 
         The directory is written under a temporary name and renamed into place, so it is complete or
-        absent. An existing ``path`` is refused unless ``overwrite=True``.
+        absent. An existing non-empty ``path`` is refused unless ``overwrite=True``.
         """
-        from safetensors.torch import save_file
-
         if not self.is_fitted:
             msg = "Only a fitted predictor can be saved."
             raise ValueError(msg)
-        path = Path(path)
-        if path.exists() and not overwrite:
-            msg = f"{str(path)!r} already exists; pass `overwrite=True` to replace it."
-            raise FileExistsError(msg)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            tensors = {name: t.detach().cpu().contiguous() for name, t in self._tensors().items()}
-            save_file(tensors, str(staging / WEIGHTS_FILE))
-            (staging / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2))
-            if path.exists():
-                shutil.rmtree(path)
-            staging.rename(path)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        path = write_model_dir(
+            path,
+            self._tensors(),
+            config_file=CONFIG_FILE,
+            config_text=json.dumps(self.config(), indent=2),
+            overwrite=overwrite,
+        )
         logger.info("saved %s model (%d genes) to %s", self.method, len(self.genes), path)
         return path
 
@@ -320,9 +298,6 @@ class Predictor(ABC):
 
 def read_model_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """``(config, tensors)`` of a model directory, with an error naming what is missing or broken."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_dir():
         msg = f"No model directory at {str(path)!r}."
@@ -345,11 +320,7 @@ def read_model_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
             f"package {config.get('package_version')}); upgrade hist2st_tk to load it."
         )
         raise ValueError(msg)
-    try:
-        tensors = load_file(str(path / WEIGHTS_FILE))
-    except (SafetensorError, OSError, ValueError) as err:
-        msg = f"Cannot read {str(path / WEIGHTS_FILE)!r}: {err}. The file is truncated or corrupted."
-        raise ValueError(msg) from None
+    tensors = read_weights(path / WEIGHTS_FILE)
     return config, tensors
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
+from numbers import Integral
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,7 +11,7 @@ from .._constants import TABLE_KEY
 from .._logging import log_added
 from .._scale import get_mpp
 from .._sdata import get_table, resolve_image_key, section_image_key, spatial_coords, with_table
-from .._validate import check_count
+from .._validate import check_count, check_microns
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -122,14 +121,7 @@ def random_fourier_features(xy_um: np.ndarray, *, n_features: int, scale_um: flo
 
 
 def _check_scale(scale_um: float) -> float:
-    if isinstance(scale_um, bool) or not isinstance(scale_um, Real):
-        msg = f"`scale_um` must be a positive number of microns, got {scale_um!r}."
-        raise TypeError(msg)
-    value = float(scale_um)
-    if not math.isfinite(value) or value <= 0:
-        msg = f"`scale_um` must be a positive, finite number of microns, got {scale_um!r}."
-        raise ValueError(msg)
-    return value
+    return check_microns(scale_um, "scale_um")
 
 
 def _check_seed(seed: int) -> int:

@@ -108,21 +108,6 @@ def select_genes(
         "trained_on": trained_on,
     }
     tables = _unique(train_tables + other_tables)
-    for i, table in enumerate(other_tables):
-        missing = panel.difference(table.var_names, sort=False)
-        if len(missing):
-            msg = (
-                f"Section {_section_name(table, i, 'apply_to')!r} of `apply_to` lacks {len(missing)} of the "
-                f"{len(panel)} panel genes: {format_ids(missing)}."
-            )
-            raise KeyError(msg)
-
-    params = {
-        "flavor": flavor,
-        "n_genes": len(panel),
-        "layer": layer,
-        "trained_on": trained_on,
-    }
     for table in tables:
         table.var[key_added] = table.var_names.isin(panel)
         table.uns[key_added] = {"params": dict(params, trained_on=list(trained_on))}

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import copy as _copy
 import logging
-import math
-from numbers import Real
 from typing import TYPE_CHECKING, Literal
 
 from .._constants import TABLE_KEY
 from .._logging import log_added
 from .._scale import get_mpp
 from .._sdata import get_table, section_image_key, spatial_coords, with_table
-from .._validate import check_count
+from .._validate import check_count, check_microns
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -148,14 +146,7 @@ def spatial_graph(
 
 
 def _check_radius(radius_um: float) -> float:
-    if isinstance(radius_um, bool) or not isinstance(radius_um, Real):
-        msg = f"`radius_um` must be a positive number of microns, got {radius_um!r}."
-        raise TypeError(msg)
-    value = float(radius_um)
-    if not math.isfinite(value) or value <= 0:
-        msg = f"`radius_um` must be a positive, finite number of microns, got {radius_um!r}."
-        raise ValueError(msg)
-    return value
+    return check_microns(radius_um, "radius_um")
 
 
 def _check_n_neighs(n_neighs: int, n_spots: int) -> int:

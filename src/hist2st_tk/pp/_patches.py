@@ -8,7 +8,6 @@ with white, the colour of empty glass, and flagged in the ``padded`` column of t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Real
@@ -21,6 +20,7 @@ from .._constants import COORDINATE_SYSTEM, TABLE_KEY
 from .._logging import log_added, logger
 from .._scale import get_mpp
 from .._sdata import get_table, image_levels, resolve_image_key, section_image_key, spot_centres
+from .._validate import check_microns
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -34,14 +34,7 @@ PAD_VALUE = 255
 
 def check_patch_um(patch_um: float) -> float:
     """``patch_um`` as a float, or raise when it is not a positive, finite number of microns."""
-    if isinstance(patch_um, bool) or not isinstance(patch_um, Real):
-        msg = f"`patch_um` must be a positive number of microns, got {patch_um!r}."
-        raise TypeError(msg)
-    value = float(patch_um)
-    if not math.isfinite(value) or value <= 0:
-        msg = f"`patch_um` must be a positive, finite number of microns, got {patch_um!r}."
-        raise ValueError(msg)
-    return value
+    return check_microns(patch_um, "patch_um")
 
 
 def patch_sizes(patch_um: float | Sequence[float]) -> list[float]:
