@@ -11,6 +11,7 @@ from ._base import Predictor, available_methods, method_class
 from ._histospace import HistoSpacePredictor
 from ._multiscale import MultiScalePredictor
 from ._ridge import RidgePredictor
+from ._stnet import STNetPredictor
 from ._torch import TorchPredictor
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "MultiScalePredictor",
     "Predictor",
     "RidgePredictor",
+    "STNetPredictor",
     "TorchPredictor",
     "available_methods",
     "load",

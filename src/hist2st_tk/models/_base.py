@@ -154,8 +154,11 @@ class Predictor(ABC):
             msg = "`genes` must be a non-empty list of distinct gene names."
             raise ValueError(msg)
         tables = [get_table(sd, table_key) for sd in sdatas]
-        inputs = self._check_inputs(tables[0], table_key, recorded=None)
-        features = [self._features(table, table_key, recorded=inputs) for table in tables]
+        inputs = self._describe_inputs(sdatas[0], tables[0], table_key)
+        features = [
+            self._section_inputs(sd, table, table_key, recorded=inputs)
+            for sd, table in zip(sdatas, tables, strict=True)
+        ]
         targets = [expression(table, genes, table_key) for table in tables]
         sections = [section_name(table, i) for i, table in enumerate(tables)]
         self.genes, self.inputs, self.trained_on = genes, inputs, sections
@@ -182,7 +185,7 @@ class Predictor(ABC):
             msg = f"This {self.method!r} predictor is not fitted; call `fit` or `load` first."
             raise ValueError(msg)
         table = get_table(sdata, table_key)
-        features = self._features(table, table_key, recorded=self.inputs)
+        features = self._section_inputs(sdata, table, table_key, recorded=self.inputs)
         result = self._predict(features)
         predicted, extra = result if isinstance(result, tuple) else (result, {})
         index = table.obs_names.copy()
@@ -192,6 +195,14 @@ class Predictor(ABC):
         return expression_frame, pd.DataFrame(extra, index=index)
 
     # -- inputs -----------------------------------------------------------------------------------
+    def _describe_inputs(self, sdata: SpatialData, table, table_key: str) -> dict[str, dict]:
+        """What the model reads, recorded at fit time and checked at predict time (default: ``obsm`` keys)."""
+        return self._check_inputs(table, table_key, recorded=None)
+
+    def _section_inputs(self, sdata: SpatialData, table, table_key: str, *, recorded: dict):
+        """The model's input for one section (default: the ``use_rep`` features, spots x d)."""
+        return self._features(table, table_key, recorded=recorded)
+
     def _check_inputs(self, table, table_key: str, *, recorded: dict | None) -> dict[str, dict]:
         """What produced each feature key (encoder, patch size), checked against what the model was fit on."""
         found = {}

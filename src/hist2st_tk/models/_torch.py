@@ -29,6 +29,28 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 _RUNTIME = ("accelerator", "devices", "strategy", "precision", "checkpoint_dir", "progress")
 
 
+def validation_section(validation, n_sections: int, seed: int) -> int | None:
+    """Index of the training section held out for early stopping, or ``None`` (never a split of spots)."""
+    if validation not in ("auto", True, False):
+        msg = f"`validation` must be 'auto', True or False, got {validation!r}."
+        raise ValueError(msg)
+    if validation is True and n_sections < 2:
+        msg = (
+            "`validation=True` needs at least two training sections (validation is by section, never by "
+            "spot); pass more sections or `validation=False`."
+        )
+        raise ValueError(msg)
+    if validation is False or n_sections < 2:
+        return None
+    return int(np.random.default_rng(seed).integers(n_sections))
+
+
+def standardisation(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations (+1e-6) of the rows of ``arrays`` stacked."""
+    stacked = np.vstack(arrays)
+    return stacked.mean(axis=0), stacked.std(axis=0) + 1e-6
+
+
 class TorchPredictor(Predictor):
     """A predictor whose model is a ``torch.nn.Module`` on standardised features and targets.
 
@@ -60,36 +82,16 @@ class TorchPredictor(Predictor):
         return {}
 
     # -- fit / predict ------------------------------------------------------------------------------
-    def _validation_index(self, n_sections: int) -> int | None:
-        validation = self.hparams["validation"]
-        if validation not in ("auto", True, False):
-            msg = f"`validation` must be 'auto', True or False, got {validation!r}."
-            raise ValueError(msg)
-        if validation is True and n_sections < 2:
-            msg = (
-                "`validation=True` needs at least two training sections (validation is by section, never by "
-                "spot); pass more sections or `validation=False`."
-            )
-            raise ValueError(msg)
-        if validation is False or n_sections < 2:
-            return None
-        return int(np.random.default_rng(self.seed).integers(n_sections))
-
     def _fit(self, features, targets, sections, obs) -> None:
         import torch
 
         from ._training import TrainingConfig, train
 
-        held = self._validation_index(len(sections))
+        held = validation_section(self.hparams["validation"], len(sections), self.seed)
         train_idx = [i for i in range(len(sections)) if i != held]
-        x_train = np.vstack([features[i] for i in train_idx])
-        y_train = np.vstack([targets[i] for i in train_idx])
-        self._stats = {
-            "x_mean": x_train.mean(axis=0),
-            "x_std": x_train.std(axis=0) + 1e-6,
-            "y_mean": y_train.mean(axis=0),
-            "y_std": y_train.std(axis=0) + 1e-6,
-        }
+        x_mean, x_std = standardisation([features[i] for i in train_idx])
+        y_mean, y_std = standardisation([targets[i] for i in train_idx])
+        self._stats = {"x_mean": x_mean, "x_std": x_std, "y_mean": y_mean, "y_std": y_std}
         extras = [self.extra_targets(o) for o in obs]
 
         def tensors(indices):

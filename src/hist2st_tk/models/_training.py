@@ -54,13 +54,18 @@ class _Plan:
             import lightning as L
 
             class RegressionPlan(L.LightningModule):
-                def __init__(self, module: nn.Module, loss_fn: LossFn, lr: float, weight_decay: float):
+                def __init__(
+                    self, module: nn.Module, loss_fn: LossFn, lr: float, weight_decay: float, augment
+                ):
                     super().__init__()
                     self.module = module
                     self.loss_fn = loss_fn
+                    self.augment = augment
                     self.lr, self.weight_decay = lr, weight_decay
 
                 def training_step(self, batch, batch_idx):
+                    if self.augment is not None:  # here, after the per-batch reseed: reproducible
+                        batch = (self.augment(batch[0]), *batch[1:])
                     loss = self.loss_fn(self.module(batch[0]), batch)
                     self.log("train_loss", loss, on_epoch=True, on_step=False, batch_size=len(batch[0]))
                     return loss
@@ -154,13 +159,16 @@ def train(
     train_data,
     val_data,
     config: TrainingConfig,
+    *,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, list[float]]:
     """Fit ``module`` with Lightning; returns the per-epoch losses.
 
     ``train_data`` and ``val_data`` (or ``None``) are torch datasets or tuples of tensors (one row per
     spot) whose first item is the module's input; batches are passed whole to ``loss_fn(outputs, batch)``.
     With ``val_data``, training stops after ``patience`` epochs without improvement and the best weights
-    are restored into ``module``. With ``config.checkpoint_dir``, the last epoch is checkpointed there and
+    are restored into ``module``. ``augment`` transforms the inputs of each training batch (not the
+    validation ones). With ``config.checkpoint_dir``, the last epoch is checkpointed there and
     a later call with the same directory resumes from it.
     """
     with contextlib.ExitStack() as stack:
@@ -171,21 +179,36 @@ def train(
         else:
             resumable = True
         history = _fit(
-            module, loss_fn, train_data, val_data, config, Path(checkpoint_dir), resumable=resumable
+            module,
+            loss_fn,
+            train_data,
+            val_data,
+            config,
+            Path(checkpoint_dir),
+            resumable=resumable,
+            augment=augment,
         )
     module.cpu().eval()
     return history
 
 
 def _fit(
-    module, loss_fn, train_data, val_data, config: TrainingConfig, checkpoint_dir: Path, *, resumable: bool
+    module,
+    loss_fn,
+    train_data,
+    val_data,
+    config: TrainingConfig,
+    checkpoint_dir: Path,
+    *,
+    resumable: bool,
+    augment,
 ):
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     with _quiet_lightning():
         L.seed_everything(config.seed, workers=True, verbose=False)
-        plan = _Plan.module_class()(module, loss_fn, config.lr, config.weight_decay)
+        plan = _Plan.module_class()(module, loss_fn, config.lr, config.weight_decay, augment)
         history = _History(config.seed)
         best = ModelCheckpoint(
             dirpath=checkpoint_dir,

@@ -112,7 +112,7 @@ def cross_validate(
     method: str = "ridge",
     protocol: str | Sequence = "leave-one-section-out",
     panels: Mapping[str, tuple[str, int]] | None = None,
-    use_rep: str | Sequence[str] = "X_lite0",
+    use_rep: str | Sequence[str] | None = None,
     seed: int = 0,
     label_key: str = "tumor",
     table_key: str = TABLE_KEY,
@@ -137,7 +137,7 @@ def cross_validate(
         Gene panels, name -> (``select_genes`` flavor, number of genes); by default the protocol panels
         ``top250mean`` (``("top_mean", 250)``) and ``top50var`` (``("top_var", 50)``).
     use_rep
-        ``obsm`` key(s) of the features.
+        ``obsm`` key(s) of the features; ``None``: the method's default (``"X_lite0"``; none for ``stnet``).
     seed
         Seed of every fit.
     label_key
@@ -165,7 +165,9 @@ def cross_validate(
         fold_panels = _fold_panels(tables, panels, table_key)
         genes = pd.Index(dict.fromkeys(g for panel in fold_panels.values() for g in panel))
         start = time.perf_counter()
-        model = method_class(method)(use_rep=use_rep, seed=seed, **hparams)
+        model = method_class(method)(
+            seed=seed, **({} if use_rep is None else {"use_rep": use_rep}), **hparams
+        )
         model.fit([sections[s] for s in train], genes=genes, table_key=table_key)
         train_seconds = time.perf_counter() - start
         predictions[name], annotations[name] = {}, {}

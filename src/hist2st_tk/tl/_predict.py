@@ -26,7 +26,7 @@ def fit_predictor(
     *,
     method: str = "ridge",
     genes: int | Sequence[str] | None = 250,
-    use_rep: str | Sequence[str] = "X_lite0",
+    use_rep: str | Sequence[str] | None = None,
     seed: int = 0,
     table_key: str = TABLE_KEY,
     **hparams: Any,
@@ -44,7 +44,8 @@ def fit_predictor(
         sections (``top_mean`` of :func:`hist2st_tk.pp.select_genes`), a list of gene names, or ``None`` for
         the genes marked in ``var["hist2st_genes"]`` by :func:`hist2st_tk.pp.select_genes`.
     use_rep
-        ``obsm`` key(s) of the features; several keys are concatenated.
+        ``obsm`` key(s) of the features; several keys are concatenated. ``None``: the method's default
+        (``"X_lite0"`` for feature-based methods; ``stnet`` reads the image and takes none).
     seed
         Seed of every random choice of the fit.
     table_key
@@ -72,7 +73,7 @@ def fit_predictor(
 
     sections = [sdatas] if isinstance(sdatas, SpatialData) else list(sdatas)
     tables = [get_table(sd, table_key) for sd in sections]
-    model = method_class(method)(use_rep=use_rep, seed=seed, **hparams)
+    model = method_class(method)(seed=seed, **({} if use_rep is None else {"use_rep": use_rep}), **hparams)
     if genes is None:
         panel = _marked_panel(tables, table_key)
     elif isinstance(genes, (int, np.integer)) and not isinstance(genes, bool):
