@@ -196,3 +196,11 @@ def test_cross_validate_protocols(sections):
 def test_cross_validate_bad_protocols(sections, protocol, match):
     with pytest.raises(ValueError, match=match):
         ht.tl.cross_validate(sections, protocol=protocol, use_rep="X_test")
+
+
+def test_nan_targets_are_refused(sections):
+    table = sections["s0"]["table"]
+    table.X = table.X.toarray() if hasattr(table.X, "toarray") else table.X
+    table.X[0, table.var_names.get_loc("gene_000")] = np.inf
+    with pytest.raises(ValueError, match="expression of table 'table' holds NaN or infinite values"):
+        ht.tl.fit_predictor([sections["s0"]], genes=["gene_000", "gene_001"], use_rep="X_test")
