@@ -86,7 +86,9 @@ def _add_bench(commands) -> None:
         ),
     )
     accuracy.add_argument(
-        "--methods", default="ridge,histospace,hist_multiscale", help="comma-separated methods"
+        "--methods",
+        default="ridge,ridge_multiscale_context,histospace,hist_multiscale,stnet",
+        help="comma-separated benchmark recipes (default: all; stnet takes about 30 min per protocol on 2 CPU cores)",
     )
     accuracy.add_argument(
         "--protocol",

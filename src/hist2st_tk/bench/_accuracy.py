@@ -17,20 +17,37 @@ from ._report import write_report
 SCALES_UM: tuple[float, ...] = (56.0, 112.0, 224.0)
 MULTISCALE_REPS = [f"X_lite0_{um:g}um" for um in SCALES_UM]
 
-#: What each method reads and the CPU budget it gets here (stated in the table).
+#: Context: mean features of the spots within 300 um (1.5 ST grid steps), at two patch sizes.
+CONTEXT_REPS = ["X_lite0_112um_nbr", "X_lite0_224um_nbr"]
+
+#: Benchmark recipes: the method, what it reads and the CPU budget it gets here (stated in the table).
 METHODS: dict[str, dict[str, Any]] = {
-    "ridge": {"use_rep": "X_lite0_112um"},
-    "histospace": {"use_rep": "X_lite0_112um", "max_epochs": 40, "patience": 5, "lr": 1e-3},
-    "hist_multiscale": {"use_rep": MULTISCALE_REPS, "max_epochs": 40, "patience": 5, "lr": 1e-3},
+    "ridge": {"method": "ridge", "use_rep": "X_lite0_112um"},
+    "ridge_multiscale_context": {"method": "ridge", "use_rep": MULTISCALE_REPS + CONTEXT_REPS},
+    "histospace": {"method": "histospace", "use_rep": "X_lite0_112um", "max_epochs": 40, "patience": 5},
+    "hist_multiscale": {
+        "method": "hist_multiscale",
+        "use_rep": MULTISCALE_REPS,
+        "max_epochs": 40,
+        "patience": 5,
+    },
     # end-to-end fine-tuning on two CPU cores: about 10 patches/s forward + backward
-    "stnet": {"patch_um": 112.0, "max_epochs": 2, "patience": 1, "lr": 1e-4, "batch_size": 32},
+    "stnet": {
+        "method": "stnet",
+        "patch_um": 112.0,
+        "max_epochs": 2,
+        "patience": 1,
+        "lr": 1e-4,
+        "batch_size": 32,
+    },
 }
 
 
 def load_sections(
     *, data_dir: str | Path | None = None, cache_dir: str | Path = "bench_output/cache"
 ) -> dict[str, Any]:
-    """The six HER2ST sections with lite0 features of 56, 112 and 224 um patches, cached as ``.zarr``."""
+    """The six HER2ST sections with lite0 features of 56, 112 and 224 um patches (cached as ``.zarr``) and
+    the mean 112 and 224 um features of the spots within 300 um."""
     from spatialdata import read_zarr
 
     from .. import datasets, io, pp
@@ -46,6 +63,10 @@ def load_sections(
         pp.image_features(sdata, encoder="lite0", patch_um=list(SCALES_UM), progress=False)
         io.write_zarr(sdata, path)
         sections[name] = sdata
+    for sdata in sections.values():  # context features are cheap: made on every load
+        pp.spatial_graph(sdata, method="radius", radius_um=300)
+        for key in ("X_lite0_112um", "X_lite0_224um"):
+            pp.aggregate_neighbors(sdata, use_rep=key)
     return sections
 
 
@@ -74,7 +95,7 @@ def per_gene_figure(results: dict[str, Any], path: Path) -> Path:
 
 
 def bench_accuracy(
-    methods: Sequence[str] = ("ridge", "histospace", "hist_multiscale"),
+    methods: Sequence[str] = ("ridge", "ridge_multiscale_context", "histospace", "hist_multiscale", "stnet"),
     protocols: Sequence[str] = ("her2st6-loso", "her2st-cross-patient"),
     *,
     data_dir: str | Path | None = None,
@@ -83,7 +104,8 @@ def bench_accuracy(
     panels: dict[str, tuple[str, int]] | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Cross-validate each method under each protocol; write ``accuracy.json``, ``accuracy.md`` and figures.
+    """Cross-validate each recipe of :data:`METHODS` under each protocol; write ``accuracy.json``,
+    ``accuracy.md`` and figures.
 
     Rows: method x protocol x fold group x panel, with mean Pearson per gene, Spearman, MAE, per-spot
     Pearson, tumor AUC, train and predict seconds per fold, parameter count and the epoch budget.

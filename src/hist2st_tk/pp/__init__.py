@@ -8,11 +8,13 @@ from ._fourier import fourier_coords, fourier_features
 from ._genes import select_genes
 from ._graph import spatial_graph
 from ._ipca import ipca
+from ._neighbors import aggregate_neighbors
 from ._patches import patches
 from ._stain import normalize_stain, stain_normalizer, stain_reference
 from ._tissue import tissue_mask
 
 __all__ = [
+    "aggregate_neighbors",
     "fit_autoencoder",
     "fourier_coords",
     "fourier_features",
