@@ -70,6 +70,13 @@ def load_sections(
     return sections
 
 
+def _describe_features(recipe: dict[str, Any]) -> str:
+    if recipe["method"] == "stnet":
+        return f"image, {recipe['patch_um']:g} um"
+    reps = [recipe["use_rep"]] if isinstance(recipe["use_rep"], str) else recipe["use_rep"]
+    return " + ".join(rep.removeprefix("X_lite0_") for rep in reps)
+
+
 def per_gene_figure(results: dict[str, Any], path: Path) -> Path:
     """Box plots of per-gene Pearson on held-out sections, per method and panel."""
     import matplotlib.pyplot as plt
@@ -126,9 +133,7 @@ def bench_accuracy(
         for method in methods:
             recipe = dict(METHODS[method])
             logger.info("bench accuracy: %s under %s", method, protocol)
-            cv = cross_validate(
-                sections, method=method, protocol=protocol, panels=panels, seed=seed, **recipe
-            )
+            cv = cross_validate(sections, protocol=protocol, panels=panels, seed=seed, **recipe)
             per_protocol[protocol][method] = cv
             # LOSO is reported as its mean over folds; the cross-patient folds (C->B4, B4->C) one by one
             group = "mean of 6 folds" if protocol == "her2st6-loso" else cv.folds["fold"]
@@ -154,6 +159,7 @@ def bench_accuracy(
                         "predict_s_per_fold": by_fold["predict_seconds"].mean(),
                         "n_parameters": int(by_fold["n_parameters"].mean()),
                         "max_epochs": recipe.get("max_epochs", "-"),
+                        "features": _describe_features(recipe),
                         "reference_pearson": REFERENCE.get(
                             "her2st6-loso" if group == "mean of 6 folds" else group, {}
                         ).get(panel, np.nan),
