@@ -31,3 +31,56 @@ def test_demo_writes_zarr_figure_and_summary(data_root, tmp_path, capsys):
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert summary.loc[0, "section"] == "C3" and summary.loc[0, "mpp_source"] == "st_grid"
     assert "Demo outputs written to" in capsys.readouterr().out
+
+
+@pytest.fixture
+def section_stores(tmp_path):
+    import hist2st_tk as ht
+
+    paths = []
+    for seed, name in enumerate(["train", "test"]):
+        path = tmp_path / f"{name}.zarr"
+        ht.io.write_zarr(ht.datasets.synthetic(n_spots=36, n_genes=8, seed=seed, sample=name), path)
+        paths.append(str(path))
+    return paths
+
+
+def test_features_fit_predict_evaluate_on_stores(section_stores, tmp_path, capsys):
+    from spatialdata import read_zarr
+
+    train, test = section_stores
+    model_dir = tmp_path / "model"
+    assert main(["features", train, test, "--encoder", "handcrafted", "--patch-um", "55"]) == 0
+    assert read_zarr(test)["table"].obsm["X_handcrafted"].shape == (36, 22)
+    assert main(["fit", train, "--genes", "4", "--use-rep", "X_handcrafted", "--out", str(model_dir)]) == 0
+    assert (model_dir / "model.json").is_file()
+    assert main(["predict", test, "--model", str(model_dir)]) == 0
+    table = read_zarr(test)["table"]
+    assert table.obsm["predicted_ridge"].shape == (36, 4)
+    scores = tmp_path / "scores.csv"
+    assert main(["evaluate", test, "--key", "predicted_ridge", "--out", str(scores)]) == 0
+    summary = pd.read_csv(scores)
+    assert summary.loc[0, "section"] == "test" and summary.loc[0, "n_genes"] == 4
+    assert "predicted_ridge_pearson" in read_zarr(test)["table"].var
+    assert f"Model written to {model_dir}" in capsys.readouterr().out
+
+
+def test_steps_refuse_a_path_that_is_not_a_store(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"Not a SpatialData \.zarr store: .*nothing\.zarr"):
+        main(["predict", str(tmp_path / "nothing.zarr"), "--model", str(tmp_path)])
+
+
+def test_hyper_parameters_must_be_name_value(section_stores, tmp_path):
+    with pytest.raises(ValueError, match="Hyper-parameters are NAME=VALUE, got 'max_epochs'"):
+        main(["fit", section_stores[0], "--out", str(tmp_path / "m"), "--param", "max_epochs"])
+
+
+def test_hyper_parameters_are_typed():
+    from hist2st_tk._cli_steps import parse_hparams
+
+    assert parse_hparams(["max_epochs=3", "lr=1e-3", "validation=False", "accelerator=cpu"]) == {
+        "max_epochs": 3,
+        "lr": 1e-3,
+        "validation": False,
+        "accelerator": "cpu",
+    }

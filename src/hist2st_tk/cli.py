@@ -37,8 +37,122 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECTION",
         help=f"sections to process (default: all of {', '.join(HER2ST_SECTIONS)})",
     )
+    _add_steps(commands)
     _add_bench(commands)
     return parser
+
+
+def _add_steps(commands) -> None:
+    """``features -> fit -> predict -> evaluate`` on ``.zarr`` sections, as the API does it in Python."""
+    features = commands.add_parser(
+        "features",
+        help="image features of the patch around each spot (ht.pp.image_features)",
+        description=(
+            "Step 1. Encode the patch of PATCH_UM microns around each spot of each section with an image "
+            "encoder and store obsm['X_{encoder}'] (obsm['X_{encoder}_{um}um'] for several sizes) in the "
+            "section's .zarr store."
+        ),
+    )
+    features.add_argument(
+        "sections", nargs="+", metavar="SECTION.zarr", help="SpatialData stores, updated in place"
+    )
+    features.add_argument(
+        "--encoder", default="lite0", help="registered encoder or timm:<name> (default: lite0)"
+    )
+    features.add_argument(
+        "--patch-um", type=float, nargs="+", default=[112.0], help="patch edge(s) in microns (default: 112)"
+    )
+    features.add_argument("--weights", default=None, help="local weights file for the encoder")
+    features.add_argument("--batch-size", type=int, default=32, help="patches per batch (default: 32)")
+    features.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: 0)")
+    features.add_argument("--device", default="auto", help="torch device (default: auto)")
+
+    fit = commands.add_parser(
+        "fit",
+        help="train a predictor on sections with features and expression (ht.tl.fit_predictor)",
+        description=(
+            "Step 2. Train a predictor of the log-normalised expression of a gene panel from the features of "
+            "the training sections, and save it as a model directory (model.json + weights.safetensors)."
+        ),
+    )
+    fit.add_argument("sections", nargs="+", metavar="SECTION.zarr", help="training sections")
+    fit.add_argument("--out", required=True, help="model directory to write")
+    fit.add_argument("--method", default="ridge", help="predictor method (default: ridge)")
+    fit.add_argument(
+        "--genes", type=int, default=250, help="panel: top-N mean expressed genes (default: 250)"
+    )
+    fit.add_argument("--use-rep", nargs="+", default=None, help="obsm feature key(s) (default: the method's)")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    fit.add_argument(
+        "--param", nargs="+", default=[], metavar="NAME=VALUE", help="hyper-parameters, e.g. max_epochs=10"
+    )
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict expression on sections (ht.tl.predict_expression)",
+        description=(
+            "Step 3. Predict the model's gene panel on each section and store it as obsm/layers "
+            "['predicted_{method}'] (for a slide without genes: var and X) in the section's .zarr store."
+        ),
+    )
+    predict.add_argument(
+        "sections", nargs="+", metavar="SECTION.zarr", help="SpatialData stores, updated in place"
+    )
+    predict.add_argument(
+        "--model", default=None, help="model directory (default: the model shipped with hist2st_tk)"
+    )
+    predict.add_argument(
+        "--key-added", default=None, help="name of the predictions (default: predicted_{method})"
+    )
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score predictions against measured expression (ht.tl.evaluate)",
+        description=(
+            "Step 4. Per-gene Pearson, Spearman, MAE, MSE, R2 and per-spot Pearson of the predictions KEY "
+            "against the measured expression; scores are stored in the section and summarised here."
+        ),
+    )
+    evaluate.add_argument("sections", nargs="+", metavar="SECTION.zarr", help="sections with predictions")
+    evaluate.add_argument("--key", required=True, help="predictions to score, e.g. predicted_ridge")
+    evaluate.add_argument("--label-key", default=None, help="obs column of tumor labels for the tumor AUC")
+    evaluate.add_argument("--out", default=None, help="also write the summary to this CSV file")
+
+
+def _run_step(args) -> None:
+    from . import _cli_steps as steps
+
+    if args.command == "features":
+        steps.features(
+            args.sections,
+            encoder=args.encoder,
+            patch_um=args.patch_um[0] if len(args.patch_um) == 1 else args.patch_um,
+            weights=args.weights,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            device=args.device,
+        )
+        print(f"Features written into {', '.join(args.sections)}")
+    elif args.command == "fit":
+        path = steps.fit(
+            args.sections,
+            out=args.out,
+            method=args.method,
+            genes=args.genes,
+            use_rep=args.use_rep,
+            seed=args.seed,
+            **steps.parse_hparams(args.param),
+        )
+        print(f"Model written to {path}")
+    elif args.command == "predict":
+        steps.predict(args.sections, model=args.model, key_added=args.key_added)
+        print(f"Predictions written into {', '.join(args.sections)}")
+    elif args.command == "evaluate":
+        summary = steps.evaluate(args.sections, key=args.key, label_key=args.label_key)
+        print(summary.to_string(index=False))
+        if args.out:
+            summary.to_csv(args.out, index=False)
+            print(f"\nWritten {args.out}")
 
 
 def _add_bench(commands) -> None:
@@ -144,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nDemo outputs written to {args.out}/ (summary.md, *_overview.png, *.zarr)")
     elif args.command == "bench":
         _run_bench(args)
+    else:
+        _run_step(args)
     return 0
 
 
