@@ -140,3 +140,24 @@ def her2st_lite0(her2st):
         ht.pp.image_features(sdata, encoder="lite0", patch_um=112, progress=False)
         sections[name] = sdata
     return sections
+
+
+@pytest.fixture
+def check_figure(tmp_path: Path):
+    """Compare a figure with its stored PNG: ``check_figure(fig, "name")`` (see ``tests/_image_compare.py``).
+
+    Resets matplotlib's style first, so that the figures of the test are drawn with the defaults.
+    """
+    import importlib.util
+
+    import matplotlib
+
+    matplotlib.rcdefaults()
+    spec = importlib.util.spec_from_file_location("_image_compare", Path(__file__).with_name("_image_compare.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def check(fig, name: str, **kwargs) -> None:
+        module.check_figure(fig, name, tmp_path, **kwargs)
+
+    return check

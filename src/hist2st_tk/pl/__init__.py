@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from ._evaluation import gene_scores, training_history
+from ._expression import predicted_vs_observed, spatial_expression, tumor_map
 from ._spatial import spatial
+from ._survival import km
 
-__all__ = ["spatial"]
+__all__ = [
+    "gene_scores",
+    "km",
+    "predicted_vs_observed",
+    "spatial",
+    "spatial_expression",
+    "training_history",
+    "tumor_map",
+]

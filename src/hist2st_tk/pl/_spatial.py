@@ -10,6 +10,7 @@ import pandas as pd
 
 from .._constants import TABLE_KEY
 from .._sdata import get_table, image_levels, resolve_image_key, spots_key_of, values_per_spot
+from ._utils import check_save, finish
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,6 +35,7 @@ def spatial(
     panel_size: float = 5.0,
     title: str | None = None,
     save: str | Path | None = None,
+    show: bool | None = None,
 ) -> Figure:
     """Plot the H&E image with its spots coloured by genes or ``obs`` columns, one panel per key.
 
@@ -67,7 +69,9 @@ def spatial(
     title
         Figure title.
     save
-        Write the figure to this path (format from the suffix).
+        Write the figure to this path (format from the suffix, PNG without one).
+    show
+        Show the figure; ``None``: unless matplotlib's backend cannot (e.g. ``Agg``).
 
     Returns
     -------
@@ -79,10 +83,10 @@ def spatial(
     if not keys:
         msg = "Pass at least one gene or obs column as `color`."
         raise ValueError(msg)
+    check_save(save)
     table = get_table(sdata, table_key)
     values = {key: values_per_spot(sdata, key, table_key=table_key, layer=layer) for key in keys}
-    spots = sdata.shapes[spots_key_of(table)]
-    image, scale = _overview_image(sdata.images[resolve_image_key(sdata, image_key)], max_image_px)
+    image, scale, spots = _section_background(sdata, table, image_key, max_image_px)
 
     ncols = min(ncols, len(keys))
     nrows = -(-len(keys) // ncols)
@@ -94,19 +98,45 @@ def spatial(
         layout="constrained",
     )
     for ax, key in zip(axes.flat, keys, strict=False):
-        ax.imshow(image, extent=(0, image.shape[1] * scale, image.shape[0] * scale, 0))
-        _draw_spots(ax, spots, values[key], cmap=cmap, alpha=spot_alpha)
+        _spot_panel(ax, image, scale, spots, values[key], cmap=cmap, alpha=spot_alpha, crop=crop)
         ax.set_title(key if layer is None or key in table.obs.columns else f"{key} ({layer})")
-        ax.set_axis_off()
-        if crop:
-            _crop_to_spots(ax, spots)
     for ax in axes.flat[len(keys) :]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    if save is not None:
-        fig.savefig(save, dpi=120, bbox_inches="tight")
-    return fig
+    return finish(fig, save=save, show=show)
+
+
+def _section_background(sdata: SpatialData, table, image_key: str | None, max_image_px: int):
+    """The overview image ``(y, x, c)``, its downscale to full resolution, and the spots the table annotates."""
+    spots = sdata.shapes[spots_key_of(table)]
+    image, scale = _overview_image(sdata.images[resolve_image_key(sdata, image_key)], max_image_px)
+    return image, scale, spots
+
+
+def _spot_panel(
+    ax: Axes,
+    image: np.ndarray,
+    scale: float,
+    spots,
+    values: pd.Series,
+    *,
+    cmap: str,
+    alpha: float,
+    crop: bool,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: bool = True,
+):
+    """One panel: the H&E in full-resolution pixel coordinates with the spots coloured by ``values``."""
+    ax.imshow(image, extent=(0, image.shape[1] * scale, image.shape[0] * scale, 0))
+    collection = _draw_spots(
+        ax, spots, values, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax, colorbar=colorbar
+    )
+    ax.set_axis_off()
+    if crop:
+        _crop_to_spots(ax, spots)
+    return collection
 
 
 def _overview_image(image, max_image_px: int) -> tuple[np.ndarray, float]:
@@ -121,12 +151,24 @@ def _overview_image(image, max_image_px: int) -> tuple[np.ndarray, float]:
     return rgb, full_width / chosen.sizes["x"]
 
 
-def _draw_spots(ax: Axes, spots, values: pd.Series, *, cmap: str, alpha: float) -> None:
+def _draw_spots(
+    ax: Axes,
+    spots,
+    values: pd.Series,
+    *,
+    cmap: str,
+    alpha: float,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: bool = True,
+):
+    """Spots as circles of their true size; returns the coloured collection of continuous values, else None."""
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Circle
 
     circles = [Circle((p.x, p.y), r) for p, r in zip(spots.geometry, spots["radius"], strict=True)]
     missing = values.isna().to_numpy()
+    collection = None
     if isinstance(values.dtype, pd.CategoricalDtype) or values.dtype == object or values.dtype == "boolean":
         categories = pd.Categorical(values.astype("object").where(~values.isna(), None))
         palette = _palette(len(categories.categories))
@@ -155,11 +197,14 @@ def _draw_spots(ax: Axes, spots, values: pd.Series, *, cmap: str, alpha: float) 
             edgecolors="none",
         )
         collection.set_array(values.to_numpy(dtype=float)[~missing])
+        collection.set_clim(vmin, vmax)
         ax.add_collection(collection)
-        ax.figure.colorbar(collection, ax=ax, shrink=0.7)
+        if colorbar:
+            ax.figure.colorbar(collection, ax=ax, shrink=0.7)
     if missing.any():
         empty = [c for c, m in zip(circles, missing, strict=True) if m]
         ax.add_collection(PatchCollection(empty, facecolors="none", edgecolors="0.3", linewidths=0.5))
+    return collection
 
 
 def _palette(n: int) -> list:
