@@ -204,3 +204,22 @@ def test_nan_targets_are_refused(sections):
     table.X[0, table.var_names.get_loc("gene_000")] = np.inf
     with pytest.raises(ValueError, match="expression of table 'table' holds NaN or infinite values"):
         ht.tl.fit_predictor([sections["s0"]], genes=["gene_000", "gene_001"], use_rep="X_test")
+
+
+def test_centred_model_ignores_a_shift_of_the_whole_section(sections, tmp_path):
+    train = [sections[s] for s in ("s0", "s1", "s2")]
+    test = sections["s3"]
+    centred = ht.tl.fit_predictor(train, method="ridge", genes=6, use_rep="X_test", center=True)
+    plain = ht.tl.fit_predictor(train, method="ridge", genes=6, use_rep="X_test")
+    before_centred, before_plain = centred.predict(test), plain.predict(test)
+    test["table"].obsm["X_test"] = test["table"].obsm["X_test"] + 3.0  # e.g. a darker stain everywhere
+    np.testing.assert_allclose(centred.predict(test), before_centred, atol=1e-4)
+    assert np.abs(plain.predict(test) - before_plain).to_numpy().max() > 0.1
+    reloaded = Predictor.load(centred.save(tmp_path / "centred"))
+    assert reloaded.center is True
+    np.testing.assert_allclose(reloaded.predict(test), before_centred, atol=1e-4)
+
+
+def test_stnet_refuses_centring():
+    with pytest.raises(TypeError, match="drop `use_rep` and `center`"):
+        ht.models.STNetPredictor(center=True)

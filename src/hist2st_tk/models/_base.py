@@ -65,6 +65,12 @@ class Predictor(ABC):
         concatenated (multi-scale features).
     seed
         Seed of every random choice of the fit.
+    center
+        Subtract from each section's features their mean over the section's own spots, at fit and at
+        prediction alike. This removes shifts shared by a whole section (stain, scanner, thickness)
+        that do not tell one spot from another; it uses the H&E of the section predicted, never its
+        expression. Per-gene Pearson is unaffected by what it removes; absolute levels then follow
+        the training sections.
     **hparams
         Hyper-parameters of the method (see its class).
     """
@@ -72,16 +78,19 @@ class Predictor(ABC):
     method: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, *, use_rep: str | Sequence[str] = "X_lite0", seed: int = 0, **hparams: Any):
+    def __init__(
+        self, *, use_rep: str | Sequence[str] = "X_lite0", seed: int = 0, center: bool = False, **hparams: Any
+    ):
         unknown = sorted(set(hparams) - set(self.defaults))
         if unknown:
             msg = (
                 f"Unknown hyper-parameters for method {self.method!r}: {unknown}; "
-                f"it takes {sorted(self.defaults)} (plus use_rep, seed)."
+                f"it takes {sorted(self.defaults)} (plus use_rep, seed, center)."
             )
             raise TypeError(msg)
         self.use_rep = [use_rep] if isinstance(use_rep, str) else list(use_rep)
         self.seed = int(seed)
+        self.center = bool(center)
         self.hparams = {**self.defaults, **hparams}
         self.genes: pd.Index | None = None
         self.inputs: dict[str, dict] = {}
@@ -248,6 +257,8 @@ class Predictor(ABC):
                 f"{len(rows)} spots, e.g. {format_ids(table.obs_names[rows])}."
             )
             raise ValueError(msg)
+        if self.center:
+            features = features - features.mean(axis=0)
         return features
 
     # -- files ------------------------------------------------------------------------------------
@@ -261,6 +272,7 @@ class Predictor(ABC):
             "use_rep": self.use_rep,
             "inputs": self.inputs,
             "seed": self.seed,
+            "center": self.center,
             "hparams": self.hparams,
             "trained_on": self.trained_on,
             "history": self.history,
@@ -294,7 +306,9 @@ class Predictor(ABC):
         if cls is not Predictor and not issubclass(model_cls, cls):
             msg = f"{str(path)!r} holds a {config['method']!r} model, not a {cls.method!r} one."
             raise ValueError(msg)
-        model = model_cls(use_rep=config["use_rep"], seed=config["seed"], **config["hparams"])
+        model = model_cls(
+            use_rep=config["use_rep"], seed=config["seed"], center=config.get("center", False), **config["hparams"]
+        )
         model.genes = pd.Index(config["genes"])
         model.inputs = config["inputs"]
         model.trained_on = config["trained_on"]

@@ -108,9 +108,9 @@ class STNetPredictor(Predictor):
         "num_workers": 0,
     }
 
-    def __init__(self, *, use_rep=(), seed: int = 0, **hparams: Any):
-        if use_rep:
-            msg = "`stnet` reads the patches from the image, not obsm features: drop `use_rep`."
+    def __init__(self, *, use_rep=(), seed: int = 0, center: bool = False, **hparams: Any):
+        if use_rep or center:
+            msg = "`stnet` reads the patches from the image, not obsm features: drop `use_rep` and `center`."
             raise TypeError(msg)
         super().__init__(use_rep=[], seed=seed, **hparams)
 
