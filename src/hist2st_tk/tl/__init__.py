@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+from ._clusters import cluster_agreement
 from ._cross_validate import CrossValidation, cross_validate
 from ._evaluate import evaluate
 from ._predict import fit_predictor, predict_expression
+from ._regions import TumorClassifier, compare_regions, fit_tumor_classifier, tumor_regions, tumor_score_auc
+from ._survival import CoxResult, cox, survival_table, write_survival_table
 
-__all__ = ["CrossValidation", "cross_validate", "evaluate", "fit_predictor", "predict_expression"]
+__all__ = [
+    "CoxResult",
+    "CrossValidation",
+    "TumorClassifier",
+    "cluster_agreement",
+    "compare_regions",
+    "cox",
+    "cross_validate",
+    "evaluate",
+    "fit_predictor",
+    "fit_tumor_classifier",
+    "predict_expression",
+    "survival_table",
+    "tumor_regions",
+    "tumor_score_auc",
+    "write_survival_table",
+]

@@ -49,6 +49,7 @@ def evaluate(
     *,
     key: str,
     genes: list[str] | None = None,
+    label_key: str | None = None,
     table_key: str = TABLE_KEY,
 ) -> dict[str, float]:
     """Score predicted against measured expression (``X``) on the section's spots.
@@ -62,13 +63,17 @@ def evaluate(
     genes
         Score only these panel genes (e.g. a ``top50var`` subset); by default every predicted gene
         that the table measures.
+    label_key
+        Also score ``obs["tumor_score"]`` (see :func:`tumor_regions`) against this boolean ``obs`` column
+        of labels: ``tumor_auc`` in the summary (see :func:`tumor_score_auc`).
     table_key
         Name of the table of spots.
 
     Returns
     -------
     The summary: mean over genes of each per-gene metric (``pearson``, ``spearman``, ``mae``, ``mse``,
-    ``r2``), ``spot_pearson`` (mean per-spot Pearson) and ``n_genes``, ``n_spots``. Writes:
+    ``r2``), ``spot_pearson`` (mean per-spot Pearson), ``n_genes``, ``n_spots`` and, with ``label_key``,
+    ``tumor_auc``. Writes:
 
     - ``var["{key}_{metric}"]`` for each per-gene metric (NaN for genes not scored);
     - ``obs["{key}_spot_pearson"]``: Pearson across the scored genes of each spot;
@@ -106,6 +111,10 @@ def evaluate(
     per_spot = spot_pearson(values, observed)
     summary = {metric: float(np.nanmean(per_gene[metric])) for metric in GENE_METRICS}
     summary.update(spot_pearson=float(np.nanmean(per_spot)), n_genes=len(scored), n_spots=table.n_obs)
+    if label_key is not None:
+        from ._regions import tumor_score_auc  # imported here: _regions imports this module
+
+        summary["tumor_auc"] = tumor_score_auc(sdata, label_key=label_key, table_key=table_key)
 
     rows = table.var_names.get_indexer(scored)
     for metric in GENE_METRICS:
