@@ -161,3 +161,9 @@ def check_figure(tmp_path: Path):
         module.check_figure(fig, name, tmp_path, **kwargs)
 
     return check
+
+
+@pytest.fixture
+def her2st_copy(her2st):
+    """``her2st_copy("B4")``: a section to write into without changing the session's shared copy."""
+    return lambda section: detached(her2st(section))

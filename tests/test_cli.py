@@ -21,16 +21,23 @@ def test_unknown_section_is_refused(capsys):
 
 
 @pytest.mark.real_data
-def test_demo_writes_zarr_figure_and_summary(data_root, tmp_path, capsys):
-    assert (
-        main(["demo", "--out", str(tmp_path), "--sections", "C3", "--data-dir", str(data_root / "her2st")])
-        == 0
-    )
-    assert (tmp_path / "C3.zarr").is_dir()
-    assert (tmp_path / "C3_overview.png").stat().st_size > 50_000
-    summary = pd.read_csv(tmp_path / "summary.csv")
-    assert summary.loc[0, "section"] == "C3" and summary.loc[0, "mpp_source"] == "st_grid"
-    assert "Demo outputs written to" in capsys.readouterr().out
+def test_demo_runs_the_main_job_and_writes_a_report(data_root, tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--sections", "B4", "C3", "--data-dir", str(data_root / "her2st")]
+    assert main(argv) == 0
+    report = (out / "report.md").read_text()
+    assert "## 1. Fit on C3, predict B4" in report and "ARI" in report and "AUC" in report
+    for figure in ("expression.png", "scatter.png", "gene_scores.png", "tumor_map.png", "clusters.png"):
+        assert f"]({figure})" in report and (out / figure).stat().st_size > 10_000
+    patients = pd.read_csv(out / "patients.csv")
+    assert sorted(patients["sample"]) == ["B4", "C3"] and "ERBB2" in patients.columns
+    assert (out / "sections" / "B4_lite0.zarr").is_dir()
+    assert f"Demo report: {(out / 'report.md').resolve()}" in capsys.readouterr().out
+
+
+def test_demo_needs_the_test_section_and_another(tmp_path):
+    with pytest.raises(ValueError, match="must hold the test section 'B4' and at least one other"):
+        main(["demo", "--out", str(tmp_path), "--sections", "C3", "C4"])
 
 
 @pytest.fixture

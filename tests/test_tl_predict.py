@@ -136,9 +136,12 @@ def test_nan_features_are_refused(sections):
         ht.tl.fit_predictor([sections["s0"]], genes=4, use_rep="X_test")
 
 
-def test_predict_expression_without_model_says_so(sections):
-    with pytest.raises(ValueError, match="No default model ships"):
+def test_predict_expression_without_model_uses_the_default_one(sections):
+    table = sections["s0"]["table"]
+    before = set(table.obsm)
+    with pytest.raises(KeyError, match=r"no obsm\['X_lite0_56um'\], which this 'ridge' model reads.*model_features"):
         ht.tl.predict_expression(sections["s0"])
+    assert set(table.obsm) == before
 
 
 def test_evaluate_writes_scores_and_checks_keys(sections):

@@ -83,8 +83,9 @@ def predict(paths: Sequence[str | Path], *, model: str | Path | None, key_added:
     from . import tl
     from .models import Predictor
 
+    sections = read_sections(paths)
     loaded = Predictor.load(model) if model is not None else None
-    for sdata in read_sections(paths):
+    for sdata in sections:
         before = set(sdata.shapes)
         tl.predict_expression(sdata, loaded, key_added=key_added)
         save_changes(sdata, before)

@@ -1,86 +1,265 @@
-"""The main job, end to end on real data: what ``make demo`` and ``hist2st demo`` run."""
+"""The main job, end to end on real data: what ``make demo`` and ``hist2st demo`` run.
+
+features -> fit on the training sections -> predict the test section -> evaluate -> Leiden clusters of
+predicted expression -> tumor regions and region comparison -> patient-level table -> a Markdown report.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from ._constants import TABLE_KEY
 from ._logging import logger
-from .datasets import HER2ST_SECTIONS, her2st
-from .io import get_mpp, write_zarr
-from .pl import spatial
+from .bench._report import markdown_table
+from .datasets import HER2ST_SECTIONS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-#: Genes and labels drawn on each section's overview.
-OVERVIEW_KEYS = ("ERBB2", "region_label")
+    from spatialdata import SpatialData
+
+#: The predictor of the demo: the default model's recipe (see ``scripts/train_default_model.py``).
+KEY = "predicted_ridge"
+
+
+def recipe() -> dict[str, Any]:
+    """Ridge on multi-scale + context lite0 features, centred per section (the best recipe measured)."""
+    from .bench._accuracy import CONTEXT_REPS, MULTISCALE_REPS
+
+    return {"method": "ridge", "use_rep": MULTISCALE_REPS + CONTEXT_REPS, "center": True}
 
 
 def run_demo(
     out_dir: str | Path = "demo_output",
     *,
     sections: Sequence[str] = HER2ST_SECTIONS,
+    test_section: str = "B4",
     data_dir: str | Path | None = None,
-) -> pd.DataFrame:
-    """Load HER2ST sections, write each as ``.zarr`` and an overview figure, and summarise them.
+) -> Path:
+    """Run the main job on HER2ST sections and write a report with its figures and tables.
 
     Parameters
     ----------
     out_dir
-        Folder for ``{section}.zarr``, ``{section}_overview.png`` and ``summary.md`` / ``summary.csv``.
+        Output folder: ``report.md``, figures (``*.png``), ``metrics_*.csv``, ``patients.csv`` /
+        ``.parquet``, ``regions_*.csv`` and ``sections/{section}_lite0.zarr`` (each section with its features
+        and predictions).
     sections
-        HER2ST sections to process.
+        HER2ST sections to use; ``test_section`` is predicted by a model fitted on the others.
+    test_section
+        The held-out section of the main fit.
     data_dir
         Where the HER2ST files are (see :func:`hist2st_tk.datasets.her2st`).
 
     Returns
     -------
-    One row per section: patient, spots, genes, microns per pixel and its source, tumor spots.
+    The path of the report.
     """
     import matplotlib.pyplot as plt
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for section in sections:
-        sdata = her2st(section, data_dir=data_dir)
-        table = sdata.tables[TABLE_KEY]
-        write_zarr(sdata, out_dir / f"{section}.zarr", overwrite=True)
-        figure = spatial(
-            sdata, list(OVERVIEW_KEYS), title=f"HER2ST {section}", save=out_dir / f"{section}_overview.png"
-        )
-        plt.close(figure)
-        mpp, source = get_mpp(sdata)
-        rows.append(
-            {
-                "section": section,
-                "patient": section[0],
-                "spots": table.n_obs,
-                "genes": table.n_vars,
-                "mpp": round(mpp, 4),
-                "mpp_source": source,
-                "tumor_spots": int(table.obs["tumor"].sum()),
-                "labelled_spots": int(table.obs["tumor"].notna().sum()),
-            }
-        )
-    summary = pd.DataFrame(rows)
-    summary.to_csv(out_dir / "summary.csv", index=False)
-    (out_dir / "summary.md").write_text(_summary_markdown(summary))
-    logger.info("demo outputs in %s", out_dir.resolve())
-    return summary
+    from . import tl
+    from .bench._accuracy import load_sections
 
+    sections = list(dict.fromkeys(sections))
+    if test_section not in sections or len(sections) < 2:
+        msg = (
+            f"`sections` must hold the test section {test_section!r} and at least one other; got {sections}."
+        )
+        raise ValueError(msg)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clock = _Clock()
+    data = load_sections(data_dir=data_dir, cache_dir=out / "sections", sections=sections, progress=True)
+    clock.lap("features (lite0 at 56/112/224 um, context within 300 um)")
+    test, train = data[test_section], [data[s] for s in sections if s != test_section]
 
-def _summary_markdown(summary: pd.DataFrame) -> str:
-    header = "| " + " | ".join(summary.columns) + " |"
-    rule = "|" + "---|" * len(summary.columns)
-    lines = ["| " + " | ".join(str(v) for v in row) + " |" for row in summary.itertuples(index=False)]
-    intro = (
-        "# hist2st_tk demo: HER2ST sections\n\n"
-        "Data: Andersson et al., Nat Commun 12, 6012 (2021). Region labels are the data authors' "
-        "expression clusters. Overviews: `{section}_overview.png`; SpatialData stores: `{section}.zarr`.\n\n"
+    model = tl.fit_predictor(train, genes=250, **recipe())
+    tl.predict_expression(test, model)
+    metrics = tl.evaluate(test, key=KEY, label_key="tumor")
+    clock.lap(f"fit on {len(train)} sections, predict and evaluate {test_section}")
+
+    clusters = _clusters(test)
+    head_auc = metrics.get("tumor_auc", np.nan)
+    tl.tumor_regions(test, key=KEY, key_added="tumor_predicted")
+    signature_auc = tl.tumor_score_auc(test, label_key="tumor", score_key="tumor_predicted_score")
+    regions = tl.compare_regions(test, groupby="tumor_predicted", key=KEY)
+    clock.lap("Leiden clusters, tumor regions, region comparison")
+
+    cv = tl.cross_validate(data, protocol="leave-one-section-out", **recipe())
+    for name, sdata in data.items():  # every section's held-out predictions, for the pooled analyses
+        sdata[TABLE_KEY].obsm["predicted_cv"] = cv.predictions[name][name]
+    pooled = tl.compare_regions(data, groupby="tumor", key="predicted_cv")
+    patients = tl.survival_table(data, patient_key="sample", key="predicted_cv")
+    tl.write_survival_table(patients, out / "patients.csv")
+    tl.write_survival_table(patients, out / "patients.parquet")
+    clock.lap("leave-one-section-out predictions of every section, pooled comparison, patient table")
+
+    figures = _figures(test, cv, out)
+    plt.close("all")
+    clock.lap("figures")
+    regions.to_csv(out / f"regions_{test_section}.csv", index=False)
+    pooled.to_csv(out / "regions_pooled.csv", index=False)
+    report = out / "report.md"
+    report.write_text(
+        _report(
+            test_section=test_section,
+            train=[s for s in sections if s != test_section],
+            metrics=metrics,
+            cv=cv,
+            clusters=clusters,
+            aucs={
+                "tumor head (image features)": head_auc,
+                "marker signature (predicted expression)": signature_auc,
+            },
+            regions=regions,
+            pooled=pooled,
+            patients=patients,
+            figures=figures,
+            timings=clock.laps,
+        )
     )
-    return intro + "\n".join([header, rule, *lines]) + "\n"
+    logger.info("demo report: %s", report.resolve())
+    return report
+
+
+class _Clock:
+    def __init__(self):
+        self.start, self.laps = time.perf_counter(), []
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.laps.append((step, now - self.start))
+        self.start = now
+
+
+def _clusters(sdata: SpatialData) -> dict[str, Any]:
+    """Leiden clusters of the predicted expression, compared with the data authors' regions."""
+    import scanpy as sc
+
+    from . import tl
+
+    table = sdata[TABLE_KEY]
+    # exact neighbours: a few hundred spots need no approximate index (whose compilation takes minutes)
+    sc.pp.neighbors(table, use_rep=KEY, n_neighbors=10, transformer="sklearn")
+    sc.tl.leiden(table, flavor="igraph", n_iterations=2, directed=False, resolution=0.5, random_state=0)
+    return tl.cluster_agreement(sdata, "leiden", "region_label")
+
+
+def _figures(test: SpatialData, cv, out: Path) -> dict[str, str]:
+    """The report's figures, written into ``out``: title -> file name."""
+    from . import pl
+
+    scores = test[TABLE_KEY].var[f"{KEY}_pearson"].dropna().sort_values(ascending=False)
+    genes = list(dict.fromkeys(g for g in ("ERBB2", *scores.index[:2]) if g in scores.index))
+    plots = {
+        "expression.png": (
+            "Predicted and measured expression (same colour scale per gene)",
+            lambda path: pl.spatial_expression(test, genes, key=KEY, save=path),
+        ),
+        "scatter.png": (
+            "Predicted versus measured, per spot",
+            lambda path: pl.predicted_vs_observed(test, genes, key=KEY, save=path),
+        ),
+        "gene_scores.png": ("Best-predicted genes", lambda path: pl.gene_scores(test, key=KEY, save=path)),
+        "gene_scores_cv.png": (
+            "Per-gene Pearson of every held-out section (leave-one-section-out)",
+            lambda path: pl.gene_scores(cv, save=path),
+        ),
+        "tumor_map.png": ("Tumor score and the authors' labels", lambda path: pl.tumor_map(test, save=path)),
+        "clusters.png": (
+            "Leiden clusters of predicted expression and the authors' regions",
+            lambda path: pl.spatial(test, ["leiden", "region_label"], save=path),
+        ),
+    }
+    for name, (_, draw) in plots.items():
+        draw(out / name)
+    return {title: name for name, (title, _) in plots.items()}
+
+
+def _report(
+    *,
+    test_section: str,
+    train: list[str],
+    metrics: dict,
+    cv,
+    clusters: dict,
+    aucs: dict[str, float],
+    regions: pd.DataFrame,
+    pooled: pd.DataFrame,
+    patients: pd.DataFrame,
+    figures: dict[str, str],
+    timings: list[tuple[str, float]],
+) -> str:
+    summary = cv.summary()[["pearson", "spearman", "spot_pearson", "mae", "tumor_auc"]].round(3)
+    main = pd.DataFrame(
+        [
+            {
+                k: round(float(v), 3)
+                for k, v in metrics.items()
+                if k in ("pearson", "spearman", "spot_pearson", "mae", "r2")
+            }
+        ]
+    )
+    top = regions.sort_values("pvalue_adj").head(10)
+    top_pooled = pooled[pooled["scope"] == "pooled"].sort_values("pvalue").head(10)
+    columns = ["gene", "log_fold_change", "effect_size", "pvalue_adj"]
+    lines = [
+        "# hist2st_tk demo: predicted expression on HER2ST",
+        "",
+        "Data: HER2-positive breast cancer, legacy ST (Andersson et al., Nat Commun 12, 6012, 2021). "
+        "Predictor: ridge on frozen lite0 features of 56/112/224 um patches and the mean features of the "
+        "spots within 300 um, centred per section (the default model's recipe).",
+        "",
+        f"## 1. Fit on {', '.join(train)}, predict {test_section}",
+        "",
+        f"Mean over the {int(metrics['n_genes'])} panel genes (250 highest mean expression on the training "
+        f"sections) of each per-gene metric on the {int(metrics['n_spots'])} spots of {test_section}:",
+        "",
+        markdown_table(main),
+        "",
+        f"## 2. Leave-one-section-out over {len(cv.predictions)} sections",
+        "",
+        "Each section predicted by a model fitted on the others; panels chosen on the training sections.",
+        "",
+        markdown_table(summary.reset_index()),
+        "",
+        f"## 3. Clusters of predicted expression ({test_section})",
+        "",
+        f"Leiden on `obsm['{KEY}']` against the authors' region labels: ARI {clusters['ari']:.3f}, "
+        f"NMI {clusters['nmi']:.3f}; {clusters['n_majority']} of {clusters['n_spots']} spots fall in their "
+        "cluster's majority region.",
+        "",
+        "## 4. Tumor regions",
+        "",
+        *[f"- AUC against the authors' tumor labels, {name}: {auc:.3f}" for name, auc in aucs.items()],
+        "",
+        f"Top genes between predicted tumor and non-tumor spots of {test_section} (Mann-Whitney per spot; "
+        "read the p-values as a ranking, spots are not independent):",
+        "",
+        markdown_table(top[columns].round(4)),
+        "",
+        "Pooled over sections (authors' labels, held-out predictions; units = patients, paired t-test; "
+        "HER2ST has two patients, so effect sizes are unstable and p-values a ranking at best):",
+        "",
+        markdown_table(top_pooled[[*columns[:3], "pvalue", "n_units"]].round(4)),
+        "",
+        "## 5. Patient-level table",
+        "",
+        f"`patients.csv` / `patients.parquet`: one row per section (pseudo-patient), {patients.shape[1]} "
+        "columns of mean predicted expression and tumor fraction, ready to join with a clinical table "
+        "(`ht.tl.survival_table(..., clinical=...)`, then `ht.tl.cox`). HER2ST has no survival data.",
+        "",
+        "## Figures",
+        "",
+        *[f"### {title}\n\n![{title}]({name})\n" for title, name in figures.items()],
+        "## Time per step (2 CPU cores)",
+        "",
+        *[f"- {step}: {seconds:.0f} s" for step, seconds in timings],
+        "",
+    ]
+    return "\n".join(lines)

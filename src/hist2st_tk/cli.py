@@ -20,11 +20,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
         "demo",
-        help="run the main job on the real HER2ST sections",
+        help="run the main job end to end on the real HER2ST sections",
         description=(
-            "Load the HER2ST sections (from --data-dir, $HIST2ST_TK_DATA/her2st or a checked download), "
-            "write each as a .zarr SpatialData and an overview figure (H&E with spots coloured by ERBB2 "
-            "and by the data authors' region labels), and a summary table."
+            "Image features (lite0 at 56/112/224 um and neighbourhood context) of the HER2ST sections -> fit a "
+            "predictor on all but the test section -> predict and evaluate the test section -> Leiden clusters "
+            "of predicted expression -> tumor regions and region comparison -> leave-one-section-out "
+            "predictions of every section -> patient-level table -> OUT/report.md with figures and tables. "
+            "Sections come from --data-dir, $HIST2ST_TK_DATA/her2st or a checked download."
         ),
     )
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
@@ -35,7 +37,13 @@ def _parser() -> argparse.ArgumentParser:
         default=list(HER2ST_SECTIONS),
         choices=HER2ST_SECTIONS,
         metavar="SECTION",
-        help=f"sections to process (default: all of {', '.join(HER2ST_SECTIONS)})",
+        help=f"sections to use (default: all of {', '.join(HER2ST_SECTIONS)})",
+    )
+    demo.add_argument(
+        "--test-section",
+        default="B4",
+        choices=HER2ST_SECTIONS,
+        help="section predicted by the model fitted on the others (default: B4)",
     )
     _add_steps(commands)
     _add_bench(commands)
@@ -213,6 +221,65 @@ def _add_bench(commands) -> None:
     accuracy.add_argument("--out", default="bench_output", help="output folder (default: bench_output)")
     accuracy.add_argument("--cache", default=None, help="feature cache folder (default: OUT/cache)")
 
+    graph = kinds.add_parser(
+        "graph",
+        help="time per epoch and peak memory of a graph predictor on synthetic sections up to 100,000 spots",
+        description=(
+            "Train a graph predictor (hespotex by default) for one epoch on synthetic table-only sections of "
+            "increasing size (spatial blocks, sparse edges) and predict them; report seconds per epoch, "
+            "predict seconds and peak memory (goal: under 4 GB at 100,000 spots). Writes graph.json and graph.md."
+        ),
+    )
+    graph.add_argument(
+        "--spots", type=int, nargs="+", default=[12_500, 25_000, 50_000, 100_000], help="section sizes"
+    )
+    graph.add_argument("--method", default="hespotex", help="graph predictor (default: hespotex)")
+    graph.add_argument("--features", type=int, default=256, help="features per spot (default: 256)")
+    graph.add_argument("--genes", type=int, default=1000, help="genes predicted (default: 1000)")
+    graph.add_argument("--epochs", type=int, default=1, help="training epochs per size (default: 1)")
+    graph.add_argument("--out", default="bench_output", help="output folder (default: bench_output)")
+    _add_bench_wsi(kinds)
+
+
+def _add_bench_wsi(kinds) -> None:
+    wsi = kinds.add_parser(
+        "wsi",
+        help="whole-slide prediction: peak memory, tiles/s versus the bare encoder, time versus tissue area",
+        description=(
+            "Write synthetic 100,000 x 100,000 px pyramidal slides (glass with 1, 2 and 4 square tissue regions "
+            "repeating real HER2ST H&E; once, into --cache) and run each through ht.tl.predict_cohort in a fresh "
+            "process: peak memory (goal <= 2 GB), tiles/s of the streamed features versus the bare encoder "
+            "forward (goal >= 0.8), seconds per area (goal: linear). Writes wsi.json and wsi.md."
+        ),
+    )
+    wsi.add_argument("--areas", type=int, nargs="+", default=[1, 2, 4], help="tissue regions per slide (1-4)")
+    wsi.add_argument("--region-tiles", type=int, default=32, help="region edge in tiles (default: 32)")
+    wsi.add_argument("--section", default="B4", help="HER2ST section whose H&E is repeated (default: B4)")
+    wsi.add_argument("--encoder", default="lite0", help="encoder name (default: lite0)")
+    wsi.add_argument("--batch-size", type=int, default=32, help="patches per batch (default: 32)")
+    wsi.add_argument("--batch-tiles", type=int, default=4096, help="tiles per streamed batch (default: 4096)")
+    wsi.add_argument("--data-dir", default=None, help="folder holding the HER2ST section folders")
+    wsi.add_argument("--cache", default=None, help="folder of the synthetic slides (default: OUT/cache)")
+    wsi.add_argument("--out", default="bench_output", help="output folder (default: bench_output)")
+
+
+def _run_bench_wsi(args) -> None:
+    from .bench._wsi import bench_wsi
+
+    table = bench_wsi(
+        areas=tuple(args.areas),
+        region_tiles=args.region_tiles,
+        section=args.section,
+        encoder=args.encoder,
+        batch_size=args.batch_size,
+        batch_tiles=args.batch_tiles,
+        data_dir=args.data_dir,
+        cache_dir=args.cache,
+        out_dir=args.out,
+    )
+    print(table.to_string(index=False))
+    print(f"\nWritten {args.out}/wsi.json and {args.out}/wsi.md")
+
 
 def _run_bench(args) -> None:
     if args.bench == "features":
@@ -242,6 +309,21 @@ def _run_bench(args) -> None:
         )
         print(table.to_string(index=False))
         print(f"\nWritten {args.out}/accuracy.json, {args.out}/accuracy.md and {args.out}/accuracy_*.png")
+    elif args.bench == "graph":
+        from .bench._graph import bench_graph
+
+        table = bench_graph(
+            args.spots,
+            method=args.method,
+            n_features=args.features,
+            n_genes=args.genes,
+            epochs=args.epochs,
+            out_dir=args.out,
+        )
+        print(table.to_string(index=False))
+        print(f"\nWritten {args.out}/graph.json and {args.out}/graph.md")
+    elif args.bench == "wsi":
+        _run_bench_wsi(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,9 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         matplotlib.use("Agg")
         from ._demo import run_demo
 
-        summary = run_demo(args.out, sections=args.sections, data_dir=args.data_dir)
-        print(summary.to_string(index=False))
-        print(f"\nDemo outputs written to {args.out}/ (summary.md, *_overview.png, *.zarr)")
+        report = run_demo(
+            args.out, sections=args.sections, test_section=args.test_section, data_dir=args.data_dir
+        )
+        print(f"Demo report: {report.resolve()}")
     elif args.command == "bench":
         _run_bench(args)
     else:

@@ -24,6 +24,12 @@ CONTEXT_REPS = ["X_lite0_112um_nbr", "X_lite0_224um_nbr"]
 METHODS: dict[str, dict[str, Any]] = {
     "ridge": {"method": "ridge", "use_rep": "X_lite0_112um"},
     "ridge_multiscale_context": {"method": "ridge", "use_rep": MULTISCALE_REPS + CONTEXT_REPS},
+    # the default model's recipe: the same features centred per section (Predictor(center=True))
+    "ridge_multiscale_context_centred": {
+        "method": "ridge",
+        "use_rep": MULTISCALE_REPS + CONTEXT_REPS,
+        "center": True,
+    },
     "histospace": {"method": "histospace", "use_rep": "X_lite0_112um", "max_epochs": 40, "patience": 5},
     "hist_multiscale": {
         "method": "hist_multiscale",
@@ -40,41 +46,64 @@ METHODS: dict[str, dict[str, Any]] = {
         "lr": 1e-4,
         "batch_size": 32,
     },
+    # graph, contrastive and operator methods (spatial graph: radius 300 um, built by load_sections)
+    # the validation loss of hespotex is noisy from epoch to epoch: more patience
+    "hespotex": {"method": "hespotex", "use_rep": "X_lite0_112um", "max_epochs": 40, "patience": 15},
+    # image2gene without its position embedding (positions mean nothing across sections), on the
+    # features of ridge_multiscale_context
+    "image2gene": {
+        "method": "image2gene",
+        "use_rep": MULTISCALE_REPS + CONTEXT_REPS,
+        "use_coords": False,
+        "max_epochs": 30,
+        "patience": 5,
+    },
+    "hist2st": {"method": "hist2st", "use_rep": "X_lite0_112um", "max_epochs": 30, "patience": 5},
+    "deeponet": {
+        "method": "deeponet",
+        "use_rep": ["X_lite0_112um", "X_fourier"],
+        "max_epochs": 30,
+        "patience": 5,
+    },
 }
 
 
 def load_sections(
-    *, data_dir: str | Path | None = None, cache_dir: str | Path = "bench_output/cache"
+    *,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path = "bench_output/cache",
+    sections: Sequence[str] = HER2ST6,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """The six HER2ST sections with lite0 features of 56, 112 and 224 um patches (cached as ``.zarr``) and
-    the mean 112 and 224 um features of the spots within 300 um."""
+    """HER2ST sections with lite0 features of 56, 112 and 224 um patches (cached as ``.zarr`` and read
+    back from there, so that images are read tile by tile) and the mean 112 and 224 um features of the
+    spots within 300 um."""
     from spatialdata import read_zarr
 
     from .. import datasets, io, pp
 
     cache = Path(cache_dir)
-    sections = {}
-    for name in HER2ST6:
+    loaded = {}
+    for name in sections:
         path = cache / f"{name}_lite0.zarr"
-        if path.exists():
-            sections[name] = read_zarr(path)
-            continue
-        sdata = datasets.her2st(name, data_dir=data_dir)
-        pp.image_features(sdata, encoder="lite0", patch_um=list(SCALES_UM), progress=False)
-        io.write_zarr(sdata, path)
-        sections[name] = sdata
-    for sdata in sections.values():  # context features are cheap: made on every load
+        if not path.exists():
+            sdata = datasets.her2st(name, data_dir=data_dir)
+            pp.image_features(sdata, encoder="lite0", patch_um=list(SCALES_UM), progress=progress)
+            io.write_zarr(sdata, path)
+        loaded[name] = read_zarr(path)
+    for sdata in loaded.values():  # context features are cheap: made on every load
         pp.spatial_graph(sdata, method="radius", radius_um=300)
         for key in ("X_lite0_112um", "X_lite0_224um"):
             pp.aggregate_neighbors(sdata, use_rep=key)
-    return sections
+    return loaded
 
 
 def _describe_features(recipe: dict[str, Any]) -> str:
     if recipe["method"] == "stnet":
         return f"image, {recipe['patch_um']:g} um"
     reps = [recipe["use_rep"]] if isinstance(recipe["use_rep"], str) else recipe["use_rep"]
-    return " + ".join(rep.removeprefix("X_lite0_") for rep in reps)
+    described = " + ".join(rep.removeprefix("X_lite0_") for rep in reps)
+    return f"{described}, centred per section" if recipe.get("center") else described
 
 
 def per_gene_figure(results: dict[str, Any], path: Path) -> Path:
@@ -127,6 +156,11 @@ def bench_accuracy(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sections = load_sections(data_dir=data_dir, cache_dir=cache_dir or out / "cache")
+    if any("X_fourier" in METHODS[m].get("use_rep", ()) for m in methods):  # patch FFT: only when read
+        from ..pp import fourier_features
+
+        for sdata in sections.values():
+            fourier_features(sdata, patch_um=112.0, progress=False)
     rows, per_protocol = [], {}
     for protocol in protocols:
         per_protocol[protocol] = {}

@@ -8,6 +8,7 @@ the usual entry points.
 from __future__ import annotations
 
 from ._base import Predictor, available_methods, method_class
+from ._default import default_model
 from ._histospace import HistoSpacePredictor
 from ._multiscale import MultiScalePredictor
 from ._ridge import RidgePredictor
@@ -22,6 +23,7 @@ __all__ = [
     "STNetPredictor",
     "TorchPredictor",
     "available_methods",
+    "default_model",
     "load",
     "method_class",
 ]

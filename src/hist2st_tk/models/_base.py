@@ -219,7 +219,8 @@ class Predictor(ABC):
             if key not in table.obsm:
                 msg = (
                     f"Table {table_key!r} has no obsm[{key!r}], which this {self.method!r} model reads; "
-                    f"`ht.pp.image_features(sdata, ...)` writes `X_{{encoder}}`. obsm keys: {list(table.obsm)}."
+                    f"`ht.pp.model_features(sdata, model)` computes every feature a model reads "
+                    f"(`ht.pp.image_features` writes `X_{{encoder}}`). obsm keys: {list(table.obsm)}."
                 )
                 raise KeyError(msg)
             params = table.uns.get(key, {}).get("params", {})
@@ -229,6 +230,10 @@ class Predictor(ABC):
                 "patch_um": params.get("patch_um"),
                 "dim": int(np.asarray(table.obsm[key]).shape[1]),
             }
+            if "aggregated_from" in params:  # neighbour context: how to rebuild it (ht.pp.model_features)
+                graph = params.get("graph", {})
+                found[key]["aggregated_from"] = params["aggregated_from"]
+                found[key]["graph"] = {name: graph.get(name) for name in ("method", "n_neighs", "radius_um")}
         if recorded is not None:
             for key, spec in found.items():
                 expected = recorded.get(key, {})

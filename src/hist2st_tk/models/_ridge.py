@@ -80,6 +80,8 @@ class RidgePredictor(Predictor):
             "intercept": np.atleast_1d(ridge.intercept_),
         }
         self._fit_tumor(pipeline[:-1].transform(np.vstack(features)), obs)
+        # float32 halves the saved model and is exact enough for expression; fit and load predict alike
+        self._arrays = {name: np.asarray(value, dtype=np.float32) for name, value in self._arrays.items()}
         self.history = {
             "alpha": [float(ridge.alpha_)],
             "pca_explained_variance": [float(pca.explained_variance_ratio_.sum())],
@@ -117,7 +119,7 @@ class RidgePredictor(Predictor):
         import torch
 
         return {
-            name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float64))
+            name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
             for name, value in self._arrays.items()
         }
 

@@ -8,6 +8,7 @@ from ._fourier import fourier_coords, fourier_features
 from ._genes import select_genes
 from ._graph import spatial_graph
 from ._ipca import ipca
+from ._model_features import model_features
 from ._neighbors import aggregate_neighbors
 from ._patches import patches
 from ._stain import normalize_stain, stain_normalizer, stain_reference
@@ -20,6 +21,7 @@ __all__ = [
     "fourier_features",
     "image_features",
     "ipca",
+    "model_features",
     "normalize_stain",
     "patches",
     "select_genes",

@@ -109,8 +109,9 @@ def predict_expression(
         The section, with the features the model reads (the same encoder and patch size it was
         trained on; see :func:`hist2st_tk.pp.image_features`).
     model
-        A fitted predictor, or the directory of a saved one. ``None`` will use the default model shipped
-        with the package; it does not exist yet, so ``None`` raises an error for now.
+        A fitted predictor, or the directory of a saved one. ``None``: the default model shipped with
+        the package (:func:`hist2st_tk.models.default_model`, trained on the six HER2ST sections; see its
+        model card); :func:`hist2st_tk.pp.model_features` computes the features it reads.
     key_added
         Name of the predictions; by default ``"predicted_{method}"``.
     table_key
@@ -132,12 +133,10 @@ def predict_expression(
     """
     from ..models import Predictor
 
+    from ..models import default_model
+
     if model is None:
-        msg = (
-            "No default model ships with this version of hist2st_tk yet: pass `model=` (a predictor from "
-            "`ht.tl.fit_predictor` or the directory of a saved one)."
-        )
-        raise ValueError(msg)
+        model = default_model()
     if isinstance(model, (str, Path)):
         model = Predictor.load(model)
     key = key_added or f"predicted_{model.method}"

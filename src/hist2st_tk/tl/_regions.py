@@ -257,8 +257,9 @@ def tumor_regions(
     -------
     The score per spot (index = ``obs_names``). Writes:
 
-    - ``obs["tumor_score"]``: float in [0, 1] (replacing one a predictor wrote, which is logged);
-    - ``obs["tumor"]``: bool, score >= ``threshold``;
+    - ``obs[f"{key_added}_score"]`` (default ``obs["tumor_score"]``): float in [0, 1] (replacing one a
+      predictor wrote, which is logged);
+    - ``obs[key_added]`` (default ``obs["tumor"]``): bool, score >= ``threshold``;
     - ``uns["tumor_regions"]["params"]``: ``key``, ``method`` (``"classifier"`` or ``"signature"``),
       ``threshold``, ``genes`` read, and for a signature the markers ``skipped``; for a classifier ``trained_on``.
 

@@ -1,0 +1,93 @@
+"""ht.pp.model_features replays the feature calls a fitted model recorded; the default model uses it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hist2st_tk as ht
+
+
+def _prepared(seed: int, sample: str):
+    sdata = ht.datasets.synthetic(n_spots=36, n_genes=8, seed=seed, sample=sample)
+    ht.pp.image_features(sdata, encoder="handcrafted", patch_um=55, progress=False)
+    ht.pp.spatial_graph(sdata, method="radius", radius_um=150)
+    ht.pp.aggregate_neighbors(sdata, use_rep="X_handcrafted")
+    return sdata
+
+
+@pytest.fixture(scope="module")
+def model():
+    train = _prepared(0, "train")
+    return ht.tl.fit_predictor(train, method="ridge", genes=4, use_rep=["X_handcrafted", "X_handcrafted_nbr"])
+
+
+def test_replays_image_features_and_context(model):
+    fresh = ht.datasets.synthetic(n_spots=36, n_genes=8, seed=1, sample="new")
+    assert model.inputs["X_handcrafted_nbr"]["graph"] == {
+        "method": "radius",
+        "n_neighs": None,
+        "radius_um": 150,
+    }
+    added = ht.pp.model_features(fresh, model, progress=False)
+    assert added == ["X_handcrafted", "X_handcrafted_nbr"]
+    by_hand = _prepared(1, "new")
+    for key in added:
+        np.testing.assert_allclose(fresh["table"].obsm[key], by_hand["table"].obsm[key], rtol=1e-5)
+    np.testing.assert_allclose(model.predict(fresh), model.predict(by_hand), rtol=1e-5)
+    assert ht.pp.model_features(fresh, model) == []  # nothing left to do
+
+
+def test_a_failed_replay_leaves_the_section_as_it_was(model):
+    import copy
+
+    broken = copy.deepcopy(model)
+    broken.inputs["X_handcrafted_nbr"] = {
+        **broken.inputs["X_handcrafted_nbr"],
+        "aggregated_from": "X_elsewhere",
+    }
+    broken.inputs["X_elsewhere"] = {"encoder": "no_such_encoder", "patch_um": 55.0}
+    fresh = ht.datasets.synthetic(n_spots=36, n_genes=8, seed=2, sample="other")
+    obsm, shapes = set(fresh["table"].obsm), set(fresh.shapes)
+    with pytest.raises(ValueError, match="no_such_encoder"):
+        ht.pp.model_features(fresh, broken, progress=False)
+    assert set(fresh["table"].obsm) == obsm and set(fresh.shapes) == shapes
+    assert "spatial_connectivities" not in fresh["table"].obsp
+
+
+def test_bad_models_are_refused(model):
+    fresh = ht.datasets.synthetic(n_spots=36, n_genes=8, seed=1)
+    with pytest.raises(TypeError, match="must be a fitted predictor"):
+        ht.pp.model_features(fresh, ht.models.RidgePredictor())
+    unrecorded = ht.models.RidgePredictor(use_rep="X_mine")
+    unrecorded.genes, unrecorded.inputs = model.genes, {}
+    with pytest.raises(ValueError, match=r"does not record how obsm \['X_mine'\] were made"):
+        ht.pp.model_features(fresh, unrecorded)
+
+
+def test_missing_features_name_the_call_that_makes_them(model):
+    fresh = ht.datasets.synthetic(n_spots=36, n_genes=8, seed=1)
+    with pytest.raises(KeyError, match=r"ht\.pp\.model_features\(sdata, model\)"):
+        model.predict(fresh)
+
+
+def test_default_model_is_shipped_with_its_card():
+    from hist2st_tk.models._default import DEFAULT_MODEL_DIR
+
+    model = ht.models.default_model()
+    assert model.method == "ridge" and len(model.genes) == 250 and "ERBB2" in model.genes
+    assert model.trained_on == ["B4", "C2", "C3", "C4", "C5", "C6"]
+    card = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
+    assert "her2st6-loso" in card and "Andersson" in card
+    size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir())
+    assert size < 10_000_000
+
+
+@pytest.mark.real_data
+def test_default_model_predicts_a_real_section(her2st_copy):
+    sdata = her2st_copy("B4")
+    ht.pp.model_features(sdata, progress=False)
+    predicted = ht.tl.predict_expression(sdata)
+    assert predicted.shape == (sdata["table"].n_obs, 250)
+    summary = ht.tl.evaluate(sdata, key="predicted_ridge", label_key="tumor")
+    assert summary["pearson"] > 0.2  # B4 is one of its training sections: a check of the plumbing only
