@@ -91,3 +91,17 @@ def test_hyper_parameters_are_typed():
         "validation": False,
         "accelerator": "cpu",
     }
+
+
+def test_predict_computes_the_features_the_model_reads(section_stores, tmp_path):
+    from spatialdata import read_zarr
+
+    import hist2st_tk as ht
+
+    train, test = section_stores
+    sdata = read_zarr(train)
+    ht.pp.image_features(sdata, encoder="handcrafted", patch_um=55, progress=False)
+    model_dir = ht.tl.fit_predictor(sdata, genes=3, use_rep="X_handcrafted").save(tmp_path / "m")
+    assert main(["predict", test, "--model", str(model_dir)]) == 0  # no `hist2st features` before
+    table = read_zarr(test)["table"]
+    assert table.obsm["X_handcrafted"].shape == (36, 22) and table.obsm["predicted_ridge"].shape == (36, 3)

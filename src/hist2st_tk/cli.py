@@ -100,7 +100,9 @@ def _add_steps(commands) -> None:
         help="predict expression on sections (ht.tl.predict_expression)",
         description=(
             "Step 3. Predict the model's gene panel on each section and store it as obsm/layers "
-            "['predicted_{method}'] (for a slide without genes: var and X) in the section's .zarr store."
+            "['predicted_{method}'] (for a slide without genes: var and X) in the section's .zarr store. "
+            "Features the model reads that a section lacks are computed first (ht.pp.model_features), so "
+            "`hist2st predict SECTION.zarr` with the default model needs no other step."
         ),
     )
     predict.add_argument(

@@ -8,15 +8,23 @@ the usual entry points.
 from __future__ import annotations
 
 from ._base import Predictor, available_methods, method_class
+from ._deeponet import DeepONetPredictor
 from ._default import default_model
+from ._hespotex import HESpotExPredictor
+from ._hist2st import Hist2STPredictor
 from ._histospace import HistoSpacePredictor
+from ._image2gene import Image2GenePredictor
 from ._multiscale import MultiScalePredictor
 from ._ridge import RidgePredictor
 from ._stnet import STNetPredictor
 from ._torch import TorchPredictor
 
 __all__ = [
+    "DeepONetPredictor",
+    "HESpotExPredictor",
+    "Hist2STPredictor",
     "HistoSpacePredictor",
+    "Image2GenePredictor",
     "MultiScalePredictor",
     "Predictor",
     "RidgePredictor",

@@ -81,6 +81,24 @@ class TorchPredictor(Predictor):
         """Per-spot outputs besides expression, written to ``obs`` by ``predict_expression``."""
         return {}
 
+    def _matrix(self, inputs) -> np.ndarray:
+        """The per-spot feature matrix (spots x d) of one section's inputs, which is standardised."""
+        return inputs
+
+    def _standardised(self, inputs) -> np.ndarray:
+        """The feature matrix of one section's inputs, standardised with the training statistics."""
+        return (self._matrix(inputs) - self._stats["x_mean"]) / self._stats["x_std"]
+
+    def training_data(self, features, targets, extras, indices):
+        """Training (or validation) data of the sections ``indices``, standardised with ``self._stats``:
+        by default a tuple of tensors ``(x, y, *extra targets)`` with one row per spot."""
+        import torch
+
+        x = np.vstack([self._standardised(features[i]) for i in indices])
+        y = np.vstack([(targets[i] - self._stats["y_mean"]) / self._stats["y_std"] for i in indices])
+        columns = [np.concatenate([extras[i][k] for i in indices]) for k in range(len(extras[0]))]
+        return tuple(torch.as_tensor(a, dtype=torch.float32) for a in (x, y, *columns))
+
     # -- fit / predict ------------------------------------------------------------------------------
     def _fit(self, features, targets, sections, obs) -> None:
         import torch
@@ -89,24 +107,21 @@ class TorchPredictor(Predictor):
 
         held = validation_section(self.hparams["validation"], len(sections), self.seed)
         train_idx = [i for i in range(len(sections)) if i != held]
-        x_mean, x_std = standardisation([features[i] for i in train_idx])
+        x_mean, x_std = standardisation([self._matrix(features[i]) for i in train_idx])
         y_mean, y_std = standardisation([targets[i] for i in train_idx])
         self._stats = {"x_mean": x_mean, "x_std": x_std, "y_mean": y_mean, "y_std": y_std}
         extras = [self.extra_targets(o) for o in obs]
 
-        def tensors(indices):
-            x = np.vstack([(features[i] - self._stats["x_mean"]) / self._stats["x_std"] for i in indices])
-            y = np.vstack([(targets[i] - self._stats["y_mean"]) / self._stats["y_std"] for i in indices])
-            columns = [np.concatenate([extras[i][k] for i in indices]) for k in range(len(extras[0]))]
-            return tuple(torch.as_tensor(a, dtype=torch.float32) for a in (x, y, *columns))
+        def data(indices):
+            return self.training_data(features, targets, extras, indices)
 
         torch.manual_seed(self.seed)
-        self.module = self.build_module(features[0].shape[1], targets[0].shape[1])
+        self.module = self.build_module(self._matrix(features[0]).shape[1], targets[0].shape[1])
         config = TrainingConfig(
             **{k: self.hparams[k] for k in TRAINING_DEFAULTS if k != "validation"}, seed=self.seed
         )
         self.history = train(
-            self.module, self.loss, tensors(train_idx), None if held is None else tensors([held]), config
+            self.module, self.loss, data(train_idx), None if held is None else data([held]), config
         )
         if held is not None:
             self.history["validation_section"] = [sections[held]]
@@ -114,7 +129,7 @@ class TorchPredictor(Predictor):
     def _predict(self, features: np.ndarray):
         import torch
 
-        x = (features - self._stats["x_mean"]) / self._stats["x_std"]
+        x = self._standardised(features)
         self.module.eval()
         with torch.inference_mode():
             outputs = self.module(torch.as_tensor(x, dtype=torch.float32))

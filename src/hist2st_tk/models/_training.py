@@ -67,12 +67,13 @@ class _Plan:
                     if self.augment is not None:  # here, after the per-batch reseed: reproducible
                         batch = (self.augment(batch[0]), *batch[1:])
                     loss = self.loss_fn(self.module(batch[0]), batch)
-                    self.log("train_loss", loss, on_epoch=True, on_step=False, batch_size=len(batch[0]))
+                    # batch[1] (targets) has one row per spot; batch[0] may be a dict (graph blocks)
+                    self.log("train_loss", loss, on_epoch=True, on_step=False, batch_size=len(batch[1]))
                     return loss
 
                 def validation_step(self, batch, batch_idx):
                     loss = self.loss_fn(self.module(batch[0]), batch)
-                    self.log("val_loss", loss, on_epoch=True, on_step=False, batch_size=len(batch[0]))
+                    self.log("val_loss", loss, on_epoch=True, on_step=False, batch_size=len(batch[1]))
 
                 def configure_optimizers(self):
                     return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -118,11 +119,14 @@ class EpochShuffle(torch.utils.data.Sampler):
 
 
 def _loader(data, *, batch_size: int, shuffle: bool, seed: int, num_workers: int):
-    """A DataLoader over a dataset, or over a tuple of tensors (one row per spot)."""
+    """A DataLoader over a dataset, or over a tuple of tensors (one row per spot). A dataset whose
+    ``batched`` attribute is true yields whole batches (e.g. graph blocks): they are not collated."""
     from torch.utils.data import DataLoader, TensorDataset
 
     dataset = TensorDataset(*data) if isinstance(data, tuple) else data
     sampler = EpochShuffle(len(dataset), seed) if shuffle else None
+    if getattr(dataset, "batched", False):
+        batch_size = None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
 
 

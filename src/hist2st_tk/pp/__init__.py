@@ -12,6 +12,7 @@ from ._model_features import model_features
 from ._neighbors import aggregate_neighbors
 from ._patches import patches
 from ._stain import normalize_stain, stain_normalizer, stain_reference
+from ._tiles import tile_tissue
 from ._tissue import tissue_mask
 
 __all__ = [
@@ -28,5 +29,6 @@ __all__ = [
     "spatial_graph",
     "stain_normalizer",
     "stain_reference",
+    "tile_tissue",
     "tissue_mask",
 ]

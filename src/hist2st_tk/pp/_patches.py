@@ -8,6 +8,7 @@ with white, the colour of empty glass, and flagged in the ``padded`` column of t
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Real
@@ -30,6 +31,22 @@ if TYPE_CHECKING:
 IN_MEMORY_MAX_BYTES = 2 * 1024**3
 #: Value of padding outside the image (white glass background).
 PAD_VALUE = 255
+#: Decoded chunks of a level read region by region are kept up to this size, least recently used dropped
+#: first: a row of 1024 px chunks across a 100,000 px wide slide is about 300 MB.
+BLOCK_CACHE_BYTES = 512 * 1024**2
+
+
+class UnreadableImageError(OSError):
+    """Pixels of an image region cannot be decoded (for example a corrupted tile of a slide file).
+
+    A reader that could decode part of the region passes it as ``pixels`` (``(c, h, w)``, white where it
+    failed) with ``bad``, the ``(h, w)`` mask of the pixels it could not decode.
+    """
+
+    def __init__(self, message: str, *, pixels: np.ndarray | None = None, bad: np.ndarray | None = None):
+        super().__init__(message)
+        self.pixels = pixels
+        self.bad = bad
 
 
 def check_patch_um(patch_um: float) -> float:
@@ -212,19 +229,40 @@ def patches(
 
 
 class ImageReader:
-    """Crops of one pyramid level, decoded once when the level fits ``in_memory_max_bytes``."""
+    """Crops of one pyramid level, decoded once when the level fits ``in_memory_max_bytes``.
 
-    def __init__(self, level: xr.DataArray, *, in_memory_max_bytes: int = IN_MEMORY_MAX_BYTES):
+    A larger level (a whole-slide image) is read chunk by chunk of its dask array: each chunk is decoded
+    once and kept in a least-recently-used cache of ``cache_bytes``, so neighbouring patches share the
+    decoding and the level is never loaded whole. A region that cannot be decoded raises
+    :class:`UnreadableImageError`.
+    """
+
+    def __init__(
+        self,
+        level: xr.DataArray,
+        *,
+        in_memory_max_bytes: int = IN_MEMORY_MAX_BYTES,
+        cache_bytes: int = BLOCK_CACHE_BYTES,
+    ):
         self.level = level
         self.in_memory = level.nbytes <= in_memory_max_bytes
+        self.cache_bytes = cache_bytes
         self._array: np.ndarray | None = None
+        self._blocks: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
 
     def load(self) -> ImageReader:
-        """Decode the level now (before DataLoader workers fork, so that they share it)."""
+        """Decode the level now (before DataLoader workers fork, so that they share it).
+
+        When the level cannot be decoded whole (a corrupted chunk), it is read chunk by chunk instead, so
+        that only the patches touching the bad chunk fail.
+        """
         if self.in_memory and self._array is None:
-            self._array = np.asarray(
-                self.level.data.compute() if hasattr(self.level.data, "compute") else self.level
-            )
+            data = self.level.data
+            try:
+                self._array = np.asarray(data.compute() if hasattr(data, "compute") else data)
+            except Exception as err:  # any decoder error: reading chunk by chunk tells which part is bad
+                logger.warning("Cannot decode the image whole (%s); reading it chunk by chunk.", err)
+                self.in_memory = False
         return self
 
     def crop(self, x0: int, y0: int, size: int) -> np.ndarray:
@@ -237,9 +275,71 @@ class ImageReader:
         if self.in_memory:
             region = self.load()._array[:, ys, xs]
         else:
-            region = np.asarray(self.level.data[:, ys, xs])
+            region = self._region(ys, xs)
         out[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = region.transpose(1, 2, 0)
         return out
+
+    def _region(self, ys: slice, xs: slice) -> np.ndarray:
+        """``(3, h, w)`` pixels of a region, assembled from the cached chunks it overlaps."""
+        data = self.level.data
+        if not hasattr(data, "blocks"):
+            return np.asarray(data[:, ys, xs])
+        y_edges, x_edges = (np.cumsum((0, *chunks)) for chunks in data.chunks[1:])
+        region = np.empty((data.shape[0], ys.stop - ys.start, xs.stop - xs.start), dtype=data.dtype)
+        for i in _overlapping(y_edges, ys):
+            for j in _overlapping(x_edges, xs):
+                top, left = int(y_edges[i]), int(x_edges[j])
+                block, bad = self._block(i, j, top=top, left=left)
+                y_lo, y_hi = max(ys.start, top), min(ys.stop, top + block.shape[1])
+                x_lo, x_hi = max(xs.start, left), min(xs.stop, left + block.shape[2])
+                inside = (slice(y_lo - top, y_hi - top), slice(x_lo - left, x_hi - left))
+                if bad is not None and bad[inside].any():
+                    msg = (
+                        f"Cannot decode the pixels around y={y_lo}, x={x_lo} of a level {tuple(self.level.shape)} "
+                        "(a corrupted part of the image file)."
+                    )
+                    raise UnreadableImageError(msg)
+                region[:, y_lo - ys.start : y_hi - ys.start, x_lo - xs.start : x_hi - xs.start] = block[
+                    (slice(None), *inside)
+                ]
+        return region
+
+    def _block(self, i: int, j: int, *, top: int, left: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Chunk ``(i, j)`` of the level and, when part of it cannot be decoded, the mask of that part."""
+        if (i, j) in self._blocks:
+            self._blocks.move_to_end((i, j))
+            return self._blocks[(i, j)]
+        chunk = self.level.data.blocks[:, i, j]
+        try:
+            # one chunk per call: the synchronous scheduler has no thread pool to start in DataLoader workers
+            entry = np.asarray(chunk.compute(scheduler="synchronous")), None
+        except Exception as err:  # decoders raise many types; all mean the same here
+            partial = isinstance(err, UnreadableImageError) and err.pixels is not None
+            if partial:  # the reader (e.g. read_wsi's) kept what it could decode
+                entry = np.asarray(err.pixels), np.asarray(err.bad, dtype=bool)
+            else:
+                entry = (
+                    np.full(chunk.shape, PAD_VALUE, dtype=chunk.dtype),
+                    np.ones(chunk.shape[1:], dtype=bool),
+                )
+            logger.warning(
+                "%d px of the image chunk at y=%d, x=%d cannot be decoded (%s); patches touching them are skipped.",
+                int(entry[1].sum()),
+                top,
+                left,
+                err,
+            )
+        self._blocks[(i, j)] = entry
+        held = sum(block.nbytes for block, _ in self._blocks.values())
+        while held > self.cache_bytes and len(self._blocks) > 1:
+            held -= self._blocks.popitem(last=False)[1][0].nbytes
+        return entry
+
+
+def _overlapping(edges: np.ndarray, span: slice) -> range:
+    """Indices of the chunks (between consecutive ``edges``) that overlap ``span``."""
+    first = int(np.searchsorted(edges, span.start, "right")) - 1
+    return range(first, int(np.searchsorted(edges, span.stop - 1, "right")))
 
 
 class PatchDataset:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._clusters import cluster_agreement
+from ._cohort import predict_cohort, predict_slide
 from ._cross_validate import CrossValidation, cross_validate
 from ._evaluate import evaluate
 from ._predict import fit_predictor, predict_expression
@@ -20,7 +21,9 @@ __all__ = [
     "evaluate",
     "fit_predictor",
     "fit_tumor_classifier",
+    "predict_cohort",
     "predict_expression",
+    "predict_slide",
     "survival_table",
     "tumor_regions",
     "tumor_score_auc",

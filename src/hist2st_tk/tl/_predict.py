@@ -131,9 +131,7 @@ def predict_expression(
 
     Nothing is written when the call fails.
     """
-    from ..models import Predictor
-
-    from ..models import default_model
+    from ..models import Predictor, default_model
 
     if model is None:
         model = default_model()
