@@ -167,3 +167,14 @@ def check_figure(tmp_path: Path):
 def her2st_copy(her2st):
     """``her2st_copy("B4")``: a section to write into without changing the session's shared copy."""
     return lambda section: detached(her2st(section))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one torch thread avoids OpenMP synchronisation stalls on a shared, busy CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

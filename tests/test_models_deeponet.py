@@ -28,15 +28,7 @@ REPS = ["X_cnn", "X_fft"]
 FAST = {"use_rep": REPS, "n_components": 4, "hidden": 32, "basis": 8, "gene_dim": 4, "batch_size": 32}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one torch thread avoids OpenMP synchronisation stalls on a shared, busy CPU."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -30,15 +30,7 @@ def _section(seed: int, sample: str, *, graph: bool = True):
 FAST = {"use_rep": "X_test", "max_epochs": 3, "hidden": 16, "latent": 8, "heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one torch thread avoids OpenMP synchronisation stalls on a shared, busy CPU."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

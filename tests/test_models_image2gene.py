@@ -24,15 +24,7 @@ def _section(seed: int, sample: str):
 FAST = {"use_rep": "X_test", "hidden": 32, "dim": 16, "k": 5, "batch_size": 32}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one torch thread avoids OpenMP synchronisation stalls on a shared, busy CPU."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
