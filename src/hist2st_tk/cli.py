@@ -211,8 +211,11 @@ def _add_bench(commands) -> None:
     )
     accuracy.add_argument(
         "--methods",
-        default="ridge,ridge_multiscale_context,histospace,hist_multiscale,stnet",
-        help="comma-separated benchmark recipes (default: all; stnet takes about 30 min per protocol on 2 CPU cores)",
+        default=None,
+        help=(
+            "comma-separated benchmark recipes (default: all of hist2st_tk.bench._accuracy.METHODS; stnet "
+            "alone takes about an hour per protocol on 2 CPU cores)"
+        ),
     )
     accuracy.add_argument(
         "--protocol",
@@ -300,10 +303,12 @@ def _run_bench(args) -> None:
         print(table.to_string(index=False))
         print(f"\nWritten {args.out}/features.json and {args.out}/features.md")
     elif args.bench == "accuracy":
-        from .bench._accuracy import bench_accuracy
+        from .bench._accuracy import METHODS, bench_accuracy
 
         table = bench_accuracy(
-            [m.strip() for m in args.methods.split(",") if m.strip()],
+            list(METHODS)
+            if args.methods is None
+            else [m.strip() for m in args.methods.split(",") if m.strip()],
             [p.strip() for p in args.protocol.split(",") if p.strip()],
             data_dir=args.data_dir,
             out_dir=args.out,
