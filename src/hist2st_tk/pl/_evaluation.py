@@ -13,7 +13,7 @@ from .._sdata import get_table
 from .._validate import check_count
 from ..tl._evaluate import GENE_METRICS
 from ._spatial import _palette
-from ._utils import check_save, finish, resolve_prediction_key
+from ._utils import check_save, finish, resolve_prediction_key, shared_docs
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -28,6 +28,7 @@ _LOWER_IS_BETTER = frozenset({"mae", "mse"})
 _TIDY_COLUMNS = ("metric", "value")
 
 
+@shared_docs
 def gene_scores(
     data: SpatialData | pd.DataFrame | Any,
     *,
@@ -69,10 +70,7 @@ def gene_scores(
         The table of spots (sections only).
     panel_size
         Height of the figure (and width of one panel) in inches.
-    save
-        Write the figure to this path (format from the suffix, PNG without one).
-    show
-        Show the figure; ``None``: unless matplotlib's backend cannot (e.g. ``Agg``).
+    {save_show}
 
     Returns
     -------
@@ -194,6 +192,7 @@ def _boxes(ax: Axes, rows: pd.DataFrame, groupby: str) -> None:
         ax.legend(handles=handles, fontsize=8, frameon=False)
 
 
+@shared_docs
 def training_history(
     model_or_history: Any,
     *,
@@ -215,10 +214,7 @@ def training_history(
         Draw the loss on a log scale.
     panel_size
         Height of the figure in inches.
-    save
-        Write the figure to this path (format from the suffix, PNG without one).
-    show
-        Show the figure; ``None``: unless matplotlib's backend cannot (e.g. ``Agg``).
+    {save_show}
 
     Returns
     -------

@@ -19,6 +19,7 @@ from ._utils import (
     observed,
     resolve_prediction_key,
     rows_to_spots,
+    shared_docs,
 )
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@shared_docs
 def spatial_expression(
     sdata: SpatialData,
     genes: str | Sequence[str],
@@ -84,10 +86,7 @@ def spatial_expression(
         Opacity of the spots.
     panel_size
         Size of one panel in inches.
-    save
-        Write the figure to this path (format from the suffix, PNG without one).
-    show
-        Show the figure; ``None``: unless matplotlib's backend cannot (e.g. ``Agg``).
+    {save_show}
 
     Returns
     -------
@@ -151,6 +150,7 @@ def spatial_expression(
     return finish(fig, save=save, show=show)
 
 
+@shared_docs
 def predicted_vs_observed(
     sdata: SpatialData,
     genes: str | Sequence[str],
@@ -183,10 +183,7 @@ def predicted_vs_observed(
         Panels per row.
     panel_size
         Size of one panel in inches.
-    save
-        Write the figure to this path (format from the suffix, PNG without one).
-    show
-        Show the figure; ``None``: unless matplotlib's backend cannot (e.g. ``Agg``).
+    {save_show}
 
     Returns
     -------
@@ -236,6 +233,7 @@ def _shared_range(values: Sequence[pd.Series | np.ndarray]) -> tuple[float | Non
     return float(pooled.min()), float(pooled.max())
 
 
+@shared_docs
 def tumor_map(
     sdata: SpatialData,
     *,
@@ -280,10 +278,7 @@ def tumor_map(
         Opacity of the spots.
     panel_size
         Size of one panel in inches.
-    save
-        Write the figure to this path (format from the suffix, PNG without one).
-    show
-        Show the figure; ``None``: unless matplotlib's backend cannot (e.g. ``Agg``).
+    {save_show}
 
     Returns
     -------

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .._constants import TABLE_KEY
 from .._sdata import get_table, image_levels, resolve_image_key, spots_key_of, values_per_spot
-from ._utils import check_save, finish
+from ._utils import check_save, finish, shared_docs
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@shared_docs
 def spatial(
     sdata: SpatialData,
     color: str | Sequence[str],
@@ -68,10 +69,7 @@ def spatial(
         Size of one panel in inches.
     title
         Figure title.
-    save
-        Write the figure to this path (format from the suffix, PNG without one).
-    show
-        Show the figure; ``None``: unless matplotlib's backend cannot (e.g. ``Agg``).
+    {save_show}
 
     Returns
     -------

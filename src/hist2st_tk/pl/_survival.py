@@ -8,7 +8,7 @@ import pandas as pd
 
 from .._validate import check_count
 from ._spatial import _palette
-from ._utils import check_save, finish
+from ._utils import check_save, finish, shared_docs
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 _GROUP = "_km_group"
 
 
+@shared_docs
 def km(
     table: pd.DataFrame,
     *,
@@ -60,10 +61,7 @@ def km(
         Title before the p-value.
     panel_size
         Height of the figure in inches.
-    save
-        Write the figure to this path (format from the suffix, PNG without one).
-    show
-        Show the figure; ``None``: unless matplotlib's backend cannot (e.g. ``Agg``).
+    {save_show}
 
     Returns
     -------

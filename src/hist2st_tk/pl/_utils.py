@@ -23,6 +23,19 @@ PREDICTED_PREFIX = "predicted_"
 _NON_INTERACTIVE = frozenset({"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"})
 _SAVE_DPI = 120
 
+#: Docstring entries every plot shares; :func:`shared_docs` fills them in for ``{save_show}``.
+SAVE_SHOW_DOC = """save
+        Write the figure to this path (format from the suffix, PNG without one).
+    show
+        Show the figure; ``None``: unless matplotlib's backend cannot (e.g. ``Agg``)."""
+
+
+def shared_docs(function):
+    """Fill the parameter entries all plots share into ``function``'s docstring (placeholder ``{save_show}``)."""
+    if function.__doc__:  # None under python -OO
+        function.__doc__ = function.__doc__.replace("{save_show}", SAVE_SHOW_DOC)
+    return function
+
 
 def prediction_keys(table: ad.AnnData) -> list[str]:
     """``obsm`` keys holding predictions (DataFrames named ``predicted_*``), oldest first."""
