@@ -132,7 +132,7 @@ def test_spatial_expression_bad_input(tmp_path):
     with pytest.raises(ValueError, match="1 genes are predicted but not measured.*'NEW'.*measured=False"):
         ht.pl.spatial_expression(sdata, "NEW")
     del table.obsm["predicted_ridge"]
-    with pytest.raises(KeyError, match=r"holds no predictions.*predict_expression"):
+    with pytest.raises(KeyError, match=r"has no predictions.*predict_expression"):
         ht.pl.spatial_expression(sdata, "gene_000")
 
 

@@ -161,3 +161,49 @@ def with_table(sdata: SpatialData, table_key: str, table: ad.AnnData) -> Spatial
         tables={**dict(sdata.tables), table_key: table},
         attrs=_copy.deepcopy(dict(sdata.attrs)),
     )
+
+
+#: Prefix of the predictions :func:`~hist2st_tk.tl.predict_expression` writes into ``obsm``.
+PREDICTED_PREFIX = "predicted_"
+
+
+def prediction_keys(table: ad.AnnData) -> list[str]:
+    """``obsm`` keys holding predictions (DataFrames named ``predicted_*``), oldest first."""
+    return [
+        str(k)
+        for k in table.obsm
+        if str(k).startswith(PREDICTED_PREFIX) and isinstance(table.obsm[k], pd.DataFrame)
+    ]
+
+
+def predictions(
+    table: ad.AnnData, key: str | None, table_key: str = TABLE_KEY, *, latest: bool = False
+) -> tuple[str, pd.DataFrame]:
+    """The predictions key and its spots x genes DataFrame.
+
+    ``key=None`` takes the table's only predictions, or with ``latest=True`` the most recently added
+    (obsm keeps insertion order); several without ``latest`` is an error asking for ``key=``.
+    """
+    found = prediction_keys(table)
+    if key is None:
+        if not found:
+            msg = (
+                f"Table {table_key!r} has no predictions: run `ht.tl.predict_expression(sdata, model)` "
+                "first (it writes obsm['predicted_*'])."
+            )
+            raise KeyError(msg)
+        if len(found) > 1 and not latest:
+            msg = f"Table {table_key!r} has ambiguous predictions: it has several {found}: pass `key=` to choose one."
+            raise KeyError(msg)
+        key = found[-1]
+    if key not in table.obsm:
+        msg = (
+            f"No predictions obsm[{key!r}] in table {table_key!r}; predictions there: {found}. "
+            "Run `ht.tl.predict_expression(sdata, model)` first."
+        )
+        raise KeyError(msg)
+    frame = table.obsm[key]
+    if not isinstance(frame, pd.DataFrame):
+        msg = f"obsm[{key!r}] must be a DataFrame of spots x genes (as written by predict_expression)."
+        raise TypeError(msg)
+    return key, frame

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
-from .._sdata import get_table
+from .._sdata import get_table, predictions
 from .._validate import check_count
 from ..tl._evaluate import GENE_METRICS
 from ._spatial import _palette
-from ._utils import check_save, finish, resolve_prediction_key, shared_docs
+from ._utils import check_save, finish, shared_docs
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -102,7 +102,7 @@ def _section_scores(
     import matplotlib.pyplot as plt
 
     table = get_table(sdata, table_key)
-    key = resolve_prediction_key(table, key, table_key)
+    key, _ = predictions(table, key, table_key, latest=True)
     column = f"{key}_{metric}"
     if column not in table.var:
         msg = f"No per-gene scores var[{column!r}] in table {table_key!r}; run `ht.tl.evaluate(sdata, key={key!r})` first."

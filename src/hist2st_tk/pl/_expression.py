@@ -8,7 +8,7 @@ import numpy as np
 
 from .._constants import TABLE_KEY
 from .._metrics import pearson_columns
-from .._sdata import get_table
+from .._sdata import get_table, predictions
 from .._validate import check_count
 from ._spatial import _section_background, _spot_panel
 from ._utils import (
@@ -17,7 +17,6 @@ from ._utils import (
     check_save,
     finish,
     observed,
-    resolve_prediction_key,
     rows_to_spots,
     shared_docs,
 )
@@ -104,7 +103,7 @@ def spatial_expression(
     names = as_gene_list(genes)
     check_save(save)
     table = get_table(sdata, table_key)
-    key = resolve_prediction_key(table, key, table_key)
+    key, _ = predictions(table, key, table_key, latest=True)
     check_predicted(names, table.obsm[key], key)
     ncols = check_count(ncols if ncols is not None else (1 if measured else min(3, len(names))), "ncols")
     measured_values = observed(table, names, key=key, layer=layer, table_key=table_key) if measured else None
@@ -200,7 +199,7 @@ def predicted_vs_observed(
     ncols = check_count(ncols, "ncols")
     check_save(save)
     table = get_table(sdata, table_key)
-    key = resolve_prediction_key(table, key, table_key)
+    key, _ = predictions(table, key, table_key, latest=True)
     check_predicted(names, table.obsm[key], key)
     truth = observed(table, names, key=key, layer=layer, table_key=table_key).to_numpy()
     predicted = table.obsm[key][names].to_numpy(dtype=np.float64)

@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     import anndata as ad
     from matplotlib.figure import Figure
 
-#: Prefix of the predictions written by :func:`~hist2st_tk.tl.predict_expression`.
-PREDICTED_PREFIX = "predicted_"
 #: Backends that cannot show a window: ``show=None`` does not call ``plt.show()`` under them.
 _NON_INTERACTIVE = frozenset({"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"})
 _SAVE_DPI = 120
@@ -35,35 +33,6 @@ def shared_docs(function):
     if function.__doc__:  # None under python -OO
         function.__doc__ = function.__doc__.replace("{save_show}", SAVE_SHOW_DOC)
     return function
-
-
-def prediction_keys(table: ad.AnnData) -> list[str]:
-    """``obsm`` keys holding predictions (DataFrames named ``predicted_*``), oldest first."""
-    return [
-        str(k)
-        for k in table.obsm
-        if str(k).startswith(PREDICTED_PREFIX) and isinstance(table.obsm[k], pd.DataFrame)
-    ]
-
-
-def resolve_prediction_key(table: ad.AnnData, key: str | None, table_key: str) -> str:
-    """``key`` checked to name a predictions DataFrame, or the most recently added one."""
-    keys = prediction_keys(table)
-    if key is None:
-        if not keys:
-            msg = (
-                f"Table {table_key!r} holds no predictions (obsm['predicted_*']); "
-                "run `ht.tl.predict_expression(sdata, model)` first."
-            )
-            raise KeyError(msg)
-        return keys[-1]  # obsm keeps insertion order: the last one was added most recently
-    if key not in table.obsm:
-        msg = f"No predictions obsm[{key!r}] in table {table_key!r}; predictions there: {keys}."
-        raise KeyError(msg)
-    if not isinstance(table.obsm[key], pd.DataFrame):
-        msg = f"obsm[{key!r}] must be a DataFrame of spots x genes (as written by predict_expression)."
-        raise TypeError(msg)
-    return key
 
 
 def as_gene_list(genes: str | Sequence[str]) -> list[str]:

@@ -66,12 +66,18 @@ def cluster_agreement(
             raise KeyError(msg)
     both = table.obs[[cluster_key, label_key]].dropna()
     if len(both) < 2:
-        msg = f"Fewer than two spots have both obs[{cluster_key!r}] and obs[{label_key!r}]; nothing to compare."
+        msg = (
+            f"Fewer than two spots have both obs[{cluster_key!r}] and obs[{label_key!r}]; nothing to compare."
+        )
         raise ValueError(msg)
     if len(both) < table.n_obs:
-        logger.info("cluster_agreement: %d spots without a cluster or label left out", table.n_obs - len(both))
+        logger.info(
+            "cluster_agreement: %d spots without a cluster or label left out", table.n_obs - len(both)
+        )
     clusters, labels = both[cluster_key].astype(str), both[label_key].astype(str)
-    contingency = pd.crosstab(clusters.to_numpy(), labels.to_numpy(), rownames=["cluster"], colnames=["label"])
+    contingency = pd.crosstab(
+        clusters.to_numpy(), labels.to_numpy(), rownames=["cluster"], colnames=["label"]
+    )
     result = {
         "ari": float(adjusted_rand_score(labels, clusters)),
         "nmi": float(normalized_mutual_info_score(labels, clusters)),

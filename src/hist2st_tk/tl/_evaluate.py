@@ -10,7 +10,7 @@ import pandas as pd
 from .._constants import TABLE_KEY
 from .._logging import log_added
 from .._metrics import pearson_columns
-from .._sdata import get_table
+from .._sdata import get_table, predictions
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -83,17 +83,7 @@ def evaluate(
     Nothing is written when the call fails.
     """
     table = get_table(sdata, table_key)
-    if key not in table.obsm:
-        keys = [k for k in table.obsm if str(k).startswith("predicted_")]
-        msg = (
-            f"No predictions obsm[{key!r}] in table {table_key!r}; predictions there: {keys}. "
-            "Run `ht.tl.predict_expression(sdata, model)` first."
-        )
-        raise KeyError(msg)
-    predicted = table.obsm[key]
-    if not isinstance(predicted, pd.DataFrame):
-        msg = f"obsm[{key!r}] must be a DataFrame of spots x genes (as written by predict_expression)."
-        raise TypeError(msg)
+    _, predicted = predictions(table, key, table_key)
     scored = pd.Index(predicted.columns if genes is None else genes)
     missing = scored.difference(predicted.columns)
     if len(missing):

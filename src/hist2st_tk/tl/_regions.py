@@ -11,7 +11,7 @@ import pandas as pd
 
 from .._constants import TABLE_KEY
 from .._logging import format_ids, log_added, logger
-from .._sdata import get_table
+from .._sdata import get_table, predictions
 from ._cross_validate import _patients, _sections, tumor_auc
 
 if TYPE_CHECKING:
@@ -31,32 +31,6 @@ NON_TUMOR_MARKERS: tuple[str, ...] = (
 
 UNS_KEY = "tumor_regions"
 COMPARE_KEY = "compare_regions"
-
-
-def predictions(table, key: str | None, table_key: str = TABLE_KEY) -> tuple[str, pd.DataFrame]:
-    """The predictions key (given, or the table's only ``predicted_*`` obsm key) and its DataFrame."""
-    found = [str(k) for k in table.obsm if str(k).startswith("predicted_")]
-    if key is None:
-        if len(found) != 1:
-            fix = (
-                "run `ht.tl.predict_expression(sdata, model)` first"
-                if not found
-                else f"it has several {found}: pass `key=` to choose one"
-            )
-            msg = f"Table {table_key!r} has {'no' if not found else 'ambiguous'} predictions: {fix}."
-            raise KeyError(msg)
-        key = found[0]
-    if key not in table.obsm:
-        msg = (
-            f"No predictions obsm[{key!r}] in table {table_key!r}; predictions there: {found}. "
-            "Run `ht.tl.predict_expression(sdata, model)` first."
-        )
-        raise KeyError(msg)
-    frame = table.obsm[key]
-    if not isinstance(frame, pd.DataFrame):
-        msg = f"obsm[{key!r}] must be a DataFrame of spots x genes (as written by predict_expression)."
-        raise TypeError(msg)
-    return key, frame
 
 
 def common_genes(frames: Sequence[pd.DataFrame]) -> list[str]:
@@ -291,7 +265,9 @@ def tumor_regions(
         score = 1 / (1 + np.exp(-raw))
         params.update(method="signature", genes=genes["used_positive"] + genes["used_negative"], **genes)
         if genes["skipped"]:
-            logger.info("tumor signature: skipped %s (not predicted or constant)", format_ids(genes["skipped"], 8))
+            logger.info(
+                "tumor signature: skipped %s (not predicted or constant)", format_ids(genes["skipped"], 8)
+            )
     score_key = f"{key_added}_score"
     if score_key in table.obs:
         logger.info("replacing %s.obs[%r]", table_key, score_key)
@@ -423,18 +399,28 @@ def compare_regions(
         for group in wanted:
             in_group, in_ref = _masks(labels[name], group, ref)
             if in_group.sum() < _MIN_SPOTS or in_ref.sum() < _MIN_SPOTS:
-                logger.info("compare_regions: section %s has < 2 spots in %r or %r; skipped", name, group, ref)
+                logger.info(
+                    "compare_regions: section %s has < 2 spots in %r or %r; skipped", name, group, ref
+                )
                 continue
             a, b = values[in_group], values[in_ref]
             rows.append(_spot_test(genes, name, group, ref, a, b))
             unit_means[name, group] = (a.mean(axis=0), b.mean(axis=0))
     rows.extend(_pooled(genes, wanted, ref, unit_means, _patients(sections, table_key)))
     if not rows:
-        msg = f"No section has two spots in both {wanted} and {ref!r} of obs[{groupby!r}]; nothing to compare."
+        msg = (
+            f"No section has two spots in both {wanted} and {ref!r} of obs[{groupby!r}]; nothing to compare."
+        )
         raise ValueError(msg)
     result = _adjust(pd.concat(rows, ignore_index=True))[list(COMPARE_COLUMNS)]
 
-    params = {"groupby": groupby, "key": sorted(keys), "groups": wanted, "reference": ref, "genes": len(genes)}
+    params = {
+        "groupby": groupby,
+        "key": sorted(keys),
+        "groups": wanted,
+        "reference": ref,
+        "genes": len(genes),
+    }
     for name, table in tables.items():
         mine = result[result["scope"].isin([name, "pooled"])].reset_index(drop=True)
         table.uns[COMPARE_KEY] = {"results": mine, "params": params}
@@ -540,9 +526,17 @@ def _pooled(genes, wanted, ref: str, unit_means: dict, patients: dict[str, str])
         statistic = d_z * np.sqrt(n)
         rows.append(
             _frame(
-                genes, "pooled", group, ref, a.mean(axis=0), b.mean(axis=0),
-                effect_size=d_z, statistic=statistic, pvalue=2 * student_t.sf(np.abs(statistic), n - 1),
-                n_units=n, test=f"paired t ({'patients' if by_patient else 'sections'})",
+                genes,
+                "pooled",
+                group,
+                ref,
+                a.mean(axis=0),
+                b.mean(axis=0),
+                effect_size=d_z,
+                statistic=statistic,
+                pvalue=2 * student_t.sf(np.abs(statistic), n - 1),
+                n_units=n,
+                test=f"paired t ({'patients' if by_patient else 'sections'})",
             )  # fmt: skip
         )
     return rows

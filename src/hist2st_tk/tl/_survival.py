@@ -14,9 +14,9 @@ import pandas as pd
 
 from .._constants import TABLE_KEY
 from .._logging import format_ids, logger
-from .._sdata import get_table
+from .._sdata import get_table, predictions
 from .._validate import check_count
-from ._regions import common_genes, predictions
+from ._regions import common_genes
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -152,7 +152,9 @@ def _signature_genes(name: str, gene_set: Sequence[str], predicted: list[str]) -
     return present
 
 
-def _clinical(clinical: pd.DataFrame, patient_key: str, time_col: str, event_col: str, patients) -> pd.DataFrame:
+def _clinical(
+    clinical: pd.DataFrame, patient_key: str, time_col: str, event_col: str, patients
+) -> pd.DataFrame:
     """The clinical table indexed by patient id (str), checked to hold every patient and both outcomes."""
     if not isinstance(clinical, pd.DataFrame):
         msg = f"`clinical` must be a pandas DataFrame, got {type(clinical).__name__}."
@@ -185,13 +187,17 @@ def _clinical(clinical: pd.DataFrame, patient_key: str, time_col: str, event_col
     return table
 
 
-def _aggregate(spots: pd.DataFrame, features: list[str], patient_key: str, how: str, top_k: int) -> pd.DataFrame:
+def _aggregate(
+    spots: pd.DataFrame, features: list[str], patient_key: str, how: str, top_k: int
+) -> pd.DataFrame:
     if how == "tumor_mean":
         inside = spots[spots[TUMOR_KEY].fillna(value=False).to_numpy(dtype=bool)]
         result = inside.groupby(patient_key)[features].mean()
         without = pd.Index(spots[patient_key].unique()).difference(result.index)
         if len(without):
-            logger.info("survival_table: no tumor spot for patients %s; their features are NaN", format_ids(without))
+            logger.info(
+                "survival_table: no tumor spot for patients %s; their features are NaN", format_ids(without)
+            )
         return result
     grouped = spots.groupby(patient_key)[features]
     if how == "mean":
@@ -380,7 +386,9 @@ def _cox_data(table, duration_col: str, event_col: str, covariates) -> tuple[pd.
     covariates = list(covariates)
     absent = [c for c in covariates if c not in table.columns]
     if not covariates or absent:
-        msg = f"No usable covariates ({'missing: ' + str(absent) if absent else 'none numeric'}) in the table."
+        msg = (
+            f"No usable covariates ({'missing: ' + str(absent) if absent else 'none numeric'}) in the table."
+        )
         raise KeyError(msg)
     data = table[[*covariates, duration_col, event_col]].astype(np.float64)
     complete = data.dropna()
