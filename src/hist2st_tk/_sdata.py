@@ -65,28 +65,31 @@ def values_per_spot(
 
     Rows are matched to the spots through the table's instance key, never by row order.
     """
-    from spatialdata.models import get_table_keys
-
     table = get_table(sdata, table_key)
-    _, _, instance_key = get_table_keys(table)
-    instances = pd.Index(table.obs[instance_key].to_numpy())
     if key in table.obs.columns:
-        series = table.obs[key].set_axis(instances)
+        series = table.obs[key]
     elif key in table.var_names:
         if layer is not None and layer not in table.layers:
             msg = f"No layer {layer!r} in table {table_key!r}; layers: {list(table.layers)}."
             raise KeyError(msg)
         column = table[:, key].layers[layer] if layer is not None else table[:, key].X
         values = np.asarray(column.todense() if hasattr(column, "todense") else column).ravel()
-        series = pd.Series(values, index=instances, name=key)
+        series = pd.Series(values, index=table.obs_names, name=key)
     else:
         msg = (
             f"{key!r} is neither an obs column nor a gene of table {table_key!r}. "
             f"obs columns: {list(table.obs.columns)}; genes e.g. {list(table.var_names[:5])}."
         )
         raise KeyError(msg)
-    spots = sdata.shapes[spots_key_of(table)]
-    return series.reindex(spots.index)
+    return rows_to_spots(table, series, sdata.shapes[spots_key_of(table)])
+
+
+def rows_to_spots(table: ad.AnnData, values: pd.DataFrame | pd.Series, spots: pd.DataFrame):
+    """Rows of ``values`` (in table row order) re-indexed like ``spots`` through the table's instance key."""
+    from spatialdata.models import get_table_keys
+
+    _, _, instance_key = get_table_keys(table)
+    return values.set_axis(pd.Index(table.obs[instance_key].to_numpy())).reindex(spots.index)
 
 
 def section_image_key(sdata: SpatialData, table: ad.AnnData) -> str | None:

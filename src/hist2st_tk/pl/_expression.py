@@ -8,7 +8,7 @@ import numpy as np
 
 from .._constants import TABLE_KEY
 from .._metrics import pearson_columns
-from .._sdata import get_table, predictions
+from .._sdata import get_table, predictions, rows_to_spots
 from .._validate import check_count
 from ._spatial import _section_background, _spot_panel
 from ._utils import (
@@ -17,7 +17,6 @@ from ._utils import (
     check_save,
     finish,
     observed,
-    rows_to_spots,
     shared_docs,
 )
 

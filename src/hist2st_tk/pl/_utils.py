@@ -86,14 +86,6 @@ def observed(
     return pd.DataFrame(values, index=table.obs_names, columns=genes)
 
 
-def rows_to_spots(table: ad.AnnData, frame: pd.DataFrame, spots: pd.DataFrame) -> pd.DataFrame:
-    """Rows of ``frame`` (in table row order) re-indexed like ``spots`` through the table's instance key."""
-    from spatialdata.models import get_table_keys
-
-    _, _, instance_key = get_table_keys(table)
-    return frame.set_axis(pd.Index(table.obs[instance_key].to_numpy())).reindex(spots.index)
-
-
 def check_save(save: str | Path | None) -> None:
     """Raise before any drawing when ``save`` has a suffix matplotlib cannot write."""
     if save is None:
