@@ -17,11 +17,11 @@ import argparse
 import pandas as pd
 
 import hist2st_tk as ht
-from hist2st_tk.bench._accuracy import CONTEXT_REPS, MULTISCALE_REPS, load_sections
+from hist2st_tk.bench._accuracy import DEFAULT_RECIPE, METHODS, load_sections
 from hist2st_tk.bench._report import markdown_table
 from hist2st_tk.models._default import DEFAULT_MODEL_DIR
 
-RECIPE = {"method": "ridge", "use_rep": MULTISCALE_REPS + CONTEXT_REPS, "center": True}
+RECIPE = METHODS[DEFAULT_RECIPE]
 PROTOCOLS = ("her2st6-loso", "her2st-cross-patient")
 
 

@@ -28,10 +28,10 @@ KEY = "predicted_ridge"
 
 
 def recipe() -> dict[str, Any]:
-    """Ridge on multi-scale + context lite0 features, centred per section (the best recipe measured)."""
-    from .bench._accuracy import CONTEXT_REPS, MULTISCALE_REPS
+    """The default model's recipe (:data:`hist2st_tk.bench._accuracy.DEFAULT_RECIPE`)."""
+    from .bench._accuracy import DEFAULT_RECIPE, METHODS
 
-    return {"method": "ridge", "use_rep": MULTISCALE_REPS + CONTEXT_REPS, "center": True}
+    return dict(METHODS[DEFAULT_RECIPE])
 
 
 def run_demo(

@@ -24,7 +24,7 @@ CONTEXT_REPS = ["X_lite0_112um_nbr", "X_lite0_224um_nbr"]
 METHODS: dict[str, dict[str, Any]] = {
     "ridge": {"method": "ridge", "use_rep": "X_lite0_112um"},
     "ridge_multiscale_context": {"method": "ridge", "use_rep": MULTISCALE_REPS + CONTEXT_REPS},
-    # the default model's recipe: the same features centred per section (Predictor(center=True))
+    # DEFAULT_RECIPE: the same features centred per section (Predictor(center=True))
     "ridge_multiscale_context_centred": {
         "method": "ridge",
         "use_rep": MULTISCALE_REPS + CONTEXT_REPS,
@@ -66,6 +66,10 @@ METHODS: dict[str, dict[str, Any]] = {
         "patience": 5,
     },
 }
+
+
+#: The recipe of the default model and of ``make demo`` (the best measured; see docs/benchmarks.md).
+DEFAULT_RECIPE = "ridge_multiscale_context_centred"
 
 
 def load_sections(
