@@ -91,3 +91,10 @@ def test_default_model_predicts_a_real_section(her2st_copy):
     assert predicted.shape == (sdata["table"].n_obs, 250)
     summary = ht.tl.evaluate(sdata, key="predicted_ridge", label_key="tumor")
     assert summary["pearson"] > 0.2  # B4 is one of its training sections: a check of the plumbing only
+
+
+def test_a_missing_default_model_says_how_to_make_it(tmp_path):
+    from hist2st_tk.models._default import _load
+
+    with pytest.raises(FileNotFoundError, match=r"default model is missing.*scripts/train_default_model\.py"):
+        _load(tmp_path)
