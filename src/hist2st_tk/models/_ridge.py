@@ -55,7 +55,7 @@ class RidgePredictor(Predictor):
     tumor_c
         Inverse regularisation strength of that logistic regression (scikit-learn's ``C``); strong
         regularisation transfers best across sections (her2st6-loso AUC 0.80 at 0.1, 0.84 at 0.001 on
-        multi-scale + context lite0 features).
+        section-centred multi-scale + context lite0 features).
     """
 
     method = "ridge"
