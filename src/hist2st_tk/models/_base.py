@@ -24,6 +24,7 @@ from .._constants import TABLE_KEY
 from .._files import WEIGHTS_FILE, package_version, read_weights, write_model_dir
 from .._logging import format_ids, logger
 from .._sdata import get_table
+from ._novelty import FeatureNovelty
 
 if TYPE_CHECKING:
     import torch
@@ -96,6 +97,10 @@ class Predictor(ABC):
         self.inputs: dict[str, dict] = {}
         self.trained_on: list[str] = []
         self.history: dict[str, list[float]] = {}
+        self.novelty: FeatureNovelty | None = None
+        self.training_mpp: list[float | None] = []
+        #: ``(lowest, highest)`` microns per pixel the model is meant for; see :meth:`mpp_range`.
+        self.validated_mpp: tuple[float, float] | None = None
 
     # -- hooks of a method ------------------------------------------------------------------------
     @abstractmethod
@@ -171,11 +176,16 @@ class Predictor(ABC):
         targets = [expression(table, genes, table_key) for table in tables]
         sections = [section_name(table, i) for i, table in enumerate(tables)]
         self.genes, self.inputs, self.trained_on = genes, inputs, sections
+        self.training_mpp = [_section_mpp(sd, table) for sd, table in zip(sdatas, tables, strict=True)]
         try:
             self._fit(features, targets, sections, [table.obs for table in tables])
         except Exception:
             self.genes = None
             raise
+        if self.use_rep:  # models that read obsm features: their training distribution, for novelty
+            self.novelty = FeatureNovelty.fit(
+                [self._features(table, table_key, recorded=inputs) for table in tables], seed=self.seed
+            )
         return self
 
     def predict(self, sdata: SpatialData, *, table_key: str = TABLE_KEY) -> pd.DataFrame:
@@ -189,7 +199,8 @@ class Predictor(ABC):
         self, sdata: SpatialData, *, table_key: str = TABLE_KEY
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The expression of :meth:`predict` and the per-spot annotations the method predicts besides
-        (e.g. ``tumor_score``; an empty frame for methods without any). Writes nothing."""
+        (e.g. ``tumor_score``, and ``novelty`` for models that record their training distribution; an
+        empty frame for methods without any). Writes nothing."""
         if not self.is_fitted:
             msg = f"This {self.method!r} predictor is not fitted; call `fit` or `load` first."
             raise ValueError(msg)
@@ -197,11 +208,28 @@ class Predictor(ABC):
         features = self._section_inputs(sdata, table, table_key, recorded=self.inputs)
         result = self._predict(features)
         predicted, extra = result if isinstance(result, tuple) else (result, {})
+        if self.novelty is not None:
+            extra = {**extra, "novelty": self.novelty.score(self._features(table, table_key, recorded=self.inputs))}
         index = table.obs_names.copy()
         expression_frame = pd.DataFrame(
             np.asarray(predicted, dtype=np.float32), index=index, columns=self.genes.copy()
         )
         return expression_frame, pd.DataFrame(extra, index=index)
+
+    def mpp_range(self) -> tuple[float, float] | None:
+        """Microns per pixel of the images the model is meant for, ``(lowest, highest)``.
+
+        ``validated_mpp`` when set (e.g. by the script that trains and benchmarks the default model);
+        else, for features rendered at a working resolution, any image at least that fine; else within
+        a factor 1.5 of the training images. ``None`` when the training images' scale is unknown.
+        """
+        if self.validated_mpp is not None:
+            return (float(self.validated_mpp[0]), float(self.validated_mpp[1]))
+        working = [spec["working_mpp"] for spec in self.inputs.values() if spec.get("working_mpp")]
+        if working:
+            return (0.0, max(working) * 1.05)
+        known = [mpp for mpp in self.training_mpp if mpp]
+        return (min(known) / 1.5, max(known) * 1.5) if known else None
 
     # -- inputs -----------------------------------------------------------------------------------
     def _describe_inputs(self, sdata: SpatialData, table, table_key: str) -> dict[str, dict]:
@@ -228,6 +256,7 @@ class Predictor(ABC):
             found[key] = {
                 "encoder": encoder.get("name") if isinstance(encoder, dict) else encoder,
                 "patch_um": params.get("patch_um"),
+                "working_mpp": params.get("working_mpp"),
                 "dim": int(np.asarray(table.obsm[key]).shape[1]),
             }
             if "aggregated_from" in params:  # neighbour context: how to rebuild it (ht.pp.model_features)
@@ -237,17 +266,16 @@ class Predictor(ABC):
         if recorded is not None:
             for key, spec in found.items():
                 expected = recorded.get(key, {})
-                for field in ("encoder", "patch_um", "dim"):
-                    if (
-                        expected.get(field) is not None
-                        and spec[field] is not None
-                        and spec[field] != expected[field]
+                for field in ("encoder", "patch_um", "working_mpp", "dim"):
+                    if expected.get(field) != spec[field] and (
+                        field == "working_mpp" or (expected.get(field) is not None and spec[field] is not None)
                     ):
                         msg = (
                             f"obsm[{key!r}] does not match the model: {field} is {spec[field]!r} here but the "
-                            f"model was trained on {expected[field]!r}. Recompute the features with "
+                            f"model was trained on {expected.get(field)!r}. Recompute the features with "
                             f"`ht.pp.image_features(sdata, encoder={expected.get('encoder')!r}, "
-                            f"patch_um={expected.get('patch_um')!r})`."
+                            f"patch_um={expected.get('patch_um')!r}, working_mpp={expected.get('working_mpp')!r})`, "
+                            "or delete them and let `ht.tl.predict_expression` compute them."
                         )
                         raise ValueError(msg)
         return found
@@ -280,6 +308,8 @@ class Predictor(ABC):
             "center": self.center,
             "hparams": self.hparams,
             "trained_on": self.trained_on,
+            "training_mpp": self.training_mpp,
+            "validated_mpp": list(self.validated_mpp) if self.validated_mpp is not None else None,
             "history": self.history,
             "package_version": package_version(),
         }
@@ -293,9 +323,12 @@ class Predictor(ABC):
         if not self.is_fitted:
             msg = "Only a fitted predictor can be saved."
             raise ValueError(msg)
+        tensors = self._tensors()
+        if self.novelty is not None:
+            tensors.update(self.novelty.tensors())
         path = write_model_dir(
             path,
-            self._tensors(),
+            tensors,
             config_file=CONFIG_FILE,
             config_text=json.dumps(self.config(), indent=2),
             overwrite=overwrite,
@@ -318,7 +351,11 @@ class Predictor(ABC):
         model.inputs = config["inputs"]
         model.trained_on = config["trained_on"]
         model.history = config.get("history", {})
+        model.training_mpp = config.get("training_mpp", [])
+        validated = config.get("validated_mpp")
+        model.validated_mpp = tuple(validated) if validated is not None else None
         try:
+            model.novelty = FeatureNovelty.pop_from(tensors)
             model._load_tensors(tensors)
         except (KeyError, RuntimeError, ValueError) as err:
             msg = f"The weights in {str(path)!r} do not fit a {config['method']!r} model: {err}"
@@ -352,6 +389,18 @@ def read_model_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise ValueError(msg)
     tensors = read_weights(path / WEIGHTS_FILE)
     return config, tensors
+
+
+def _section_mpp(sdata: SpatialData, table) -> float | None:
+    """Microns per pixel of a section's image, ``None`` when it has no image of known scale."""
+    from .._scale import get_mpp
+    from .._sdata import section_image_key
+
+    key = section_image_key(sdata, table)
+    try:
+        return get_mpp(sdata, key)[0] if key is not None else None
+    except KeyError:
+        return None
 
 
 def section_name(table, index: int) -> str:

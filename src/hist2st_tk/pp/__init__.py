@@ -11,6 +11,7 @@ from ._ipca import ipca
 from ._model_features import model_features
 from ._neighbors import aggregate_neighbors
 from ._patches import patches
+from ._perturb import perturb
 from ._stain import normalize_stain, stain_normalizer, stain_reference
 from ._tiles import tile_tissue
 from ._tissue import tissue_mask
@@ -25,6 +26,7 @@ __all__ = [
     "model_features",
     "normalize_stain",
     "patches",
+    "perturb",
     "select_genes",
     "spatial_graph",
     "stain_normalizer",

@@ -33,6 +33,7 @@ def image_features(
     *,
     encoder: str = "lite0",
     patch_um: float | Sequence[float] = 112.0,
+    working_mpp: float | None = None,
     weights: str | Path | None = None,
     batch_size: int = 32,
     num_workers: int = 0,
@@ -59,6 +60,11 @@ def image_features(
         ``"autoencoder"``, ``"handcrafted"``, ``"fft"``) or any timm model as ``"timm:<model name>"``.
     patch_um
         Edge of the square patch in microns, or several edges for multi-scale features.
+    working_mpp
+        Render each patch at this many microns per pixel before resampling it to the encoder's input,
+        as a coarser scanner would have imaged it, so that scans of any resolution at least this fine
+        give the same features (the default model uses 4.0; see the robustness page of the docs).
+        ``None`` keeps the image's own resolution.
     weights
         Weights of the encoder: a local checkpoint for timm models (or ``"hub"`` when online), the
         directory written by :func:`fit_autoencoder` for ``"autoencoder"``; ``None`` for the bundled
@@ -88,7 +94,7 @@ def image_features(
     - ``table.obsm[key]``: float32, spots x features, ``key = key_added or "X_{encoder}"``;
     - ``table.uns[key]["params"]``: the encoder's metadata (name, input size, normalisation, output
       size, licence, weights), ``weights_path``, patch geometry (``patch_um``, ``mpp``, ``mpp_source``,
-      ``patch_px``, ``level``, ``n_padded``), ``stain`` (the method applied or ``None``) and the
+      ``patch_px``, ``working_mpp``, ``render_px``, ``level``, ``n_padded``), ``stain`` (the method applied or ``None``) and the
       throughput (``patches_per_s``);
     - ``shapes["{spots}_patches_{um}um"]``: the patches (see :func:`patches`).
 
@@ -114,7 +120,9 @@ def image_features(
     # a trained encoder knows its tile size (the autoencoder's); the registry's is the default
     input_px = int(getattr(module, "input_px", None) or spec.input_px)
     layouts = [
-        patch_layout(sdata, size, input_px=input_px, table_key=table_key, image_key=image_key)
+        patch_layout(
+            sdata, size, input_px=input_px, table_key=table_key, image_key=image_key, working_mpp=working_mpp
+        )
         for size in sizes
     ]
     transform = _stain_transform(sdata, layouts[0].image_key, stain=stain)

@@ -67,7 +67,7 @@ def model_features(
             "sections before predicting."
         )
         raise ValueError(msg)
-    snapshot = _Snapshot(sdata, table_key)
+    snapshot = TableSnapshot(sdata, table_key)
     added: list[str] = []
     try:
         for key in missing:
@@ -98,6 +98,7 @@ def _image_key(sdata, key, spec, batch_size, num_workers, device, progress, tabl
         sdata,
         encoder=spec["encoder"],
         patch_um=float(spec["patch_um"]),
+        working_mpp=spec.get("working_mpp"),
         key_added=key,
         batch_size=batch_size,
         num_workers=num_workers,
@@ -117,8 +118,8 @@ def _context_key(sdata, key, base, graph, table_key) -> None:
     aggregate_neighbors(sdata, use_rep=base, key_added=key, table_key=table_key)
 
 
-class _Snapshot:
-    """What a replay may change (obsm, obsp, uns of the table; shapes), to put back after a failure."""
+class TableSnapshot:
+    """What feature calls may change (obsm, obsp, uns of the table; shapes), to put back after a failure."""
 
     def __init__(self, sdata, table_key: str):
         table = get_table(sdata, table_key)

@@ -2,7 +2,9 @@
 
 A patch of ``patch_um`` microns is ``patch_um / mpp`` full-resolution pixels wide, centred on the spot.
 It is read from the coarsest pyramid level that still has at least the encoder's input size across,
-then resampled (bilinear, antialiased) to that size. Patches reaching past the image border are padded
+then resampled (bilinear, antialiased) to that size. With a working resolution (``working_mpp``), the
+patch is first rendered at that many microns per pixel, as a coarser scanner would have imaged it:
+the same tissue then gives the same pixels from any scan at least that fine (see ``docs/robustness.md``). Patches reaching past the image border are padded
 with white, the colour of empty glass, and flagged in the ``padded`` column of their shapes element.
 """
 
@@ -88,6 +90,15 @@ class PatchLayout:
     level: int
     downscale: float
     image_shape: tuple[int, int]
+    working_mpp: float | None = None
+
+    @property
+    def render_px(self) -> int | None:
+        """Edge in pixels of the patch rendered at the working resolution; ``None`` when the image is
+        no finer than it (the patch keeps the image's own pixels)."""
+        if self.working_mpp is None or self.working_mpp <= self.mpp:
+            return None
+        return max(int(round(self.patch_um / self.working_mpp)), 1)
 
     @property
     def origins(self) -> np.ndarray:
@@ -108,6 +119,8 @@ class PatchLayout:
             "mpp": self.mpp,
             "mpp_source": self.mpp_source,
             "patch_px": self.side_px,
+            "working_mpp": self.working_mpp,
+            "render_px": self.render_px,
             "level": self.level,
             "level_downscale": self.downscale,
             "image_key": self.image_key,
@@ -122,9 +135,13 @@ def patch_layout(
     input_px: int,
     table_key: str = TABLE_KEY,
     image_key: str | None = None,
+    working_mpp: float | None = None,
 ) -> PatchLayout:
-    """Patches of ``patch_um`` around every spot of the table, read at the level that suits ``input_px``."""
+    """Patches of ``patch_um`` around every spot of the table, read at the level that suits ``input_px``
+    (or the working resolution ``working_mpp``, when coarser)."""
     patch_um = check_patch_um(patch_um)
+    if working_mpp is not None:
+        working_mpp = check_microns(working_mpp, "working_mpp")
     table = get_table(sdata, table_key)
     spots, centres = spot_centres(sdata, table)
     image_key = resolve_image_key(sdata, image_key or section_image_key(sdata, table))
@@ -132,10 +149,21 @@ def patch_layout(
     levels = image_levels(sdata.images[image_key])
     full_height, full_width = levels[0].shape[-2:]
     side_px = patch_um / mpp
+    detail_px = input_px
+    if working_mpp is not None and working_mpp > mpp:
+        detail_px = min(input_px, max(int(round(patch_um / working_mpp)), 1))
+    elif working_mpp is not None and mpp > 1.05 * working_mpp:
+        logger.warning(
+            "The image (%.3g um/px) is coarser than the working resolution (%.3g um/px): its %g um patches "
+            "keep the image's own pixels, finer detail cannot be recovered.",
+            mpp,
+            working_mpp,
+            patch_um,
+        )
     level, downscale = 0, 1.0
     for index, array in enumerate(levels):
         factor = full_width / array.shape[-1]
-        if side_px / factor >= input_px:  # the coarsest level that does not need upsampling
+        if side_px / factor >= detail_px:  # the coarsest level that does not need upsampling
             level, downscale = index, factor
     from spatialdata.models import get_table_keys
 
@@ -152,6 +180,7 @@ def patch_layout(
         level=level,
         downscale=downscale,
         image_shape=(int(full_height), int(full_width)),
+        working_mpp=working_mpp,
     )
 
 
@@ -370,6 +399,7 @@ class PatchDataset:
         self.size = max(int(round(side)), 1)
         centres = layout.centres / layout.downscale
         self.origins = np.rint(centres - self.size / 2).astype(np.int64)
+        self.render_px = layout.render_px if layout.render_px and layout.render_px < self.size else None
         self.reader = reader
         self.out_px = out_px
         self.transform = transform
@@ -383,7 +413,9 @@ class PatchDataset:
 
         x0, y0 = self.origins[index]
         crop = self.reader.crop(int(x0), int(y0), self.size)
-        if self.size != self.out_px:
+        if self.render_px is not None:  # the working resolution: detail finer than it is dropped first
+            crop = np.asarray(Image.fromarray(crop).resize((self.render_px, self.render_px), Image.BILINEAR))
+        if crop.shape[0] != self.out_px:
             crop = np.asarray(Image.fromarray(crop).resize((self.out_px, self.out_px), Image.BILINEAR))
         if self.transform is not None:
             crop = self.transform(crop)

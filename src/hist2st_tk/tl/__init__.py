@@ -6,7 +6,7 @@ from ._clusters import cluster_agreement
 from ._cohort import predict_cohort, predict_slide
 from ._cross_validate import CrossValidation, cross_validate
 from ._evaluate import evaluate
-from ._predict import fit_predictor, predict_expression
+from ._predict import fit_predictor, predict_expression, warn_if_unsuitable
 from ._regions import TumorClassifier, compare_regions, fit_tumor_classifier, tumor_regions, tumor_score_auc
 from ._survival import CoxResult, cox, survival_table, write_survival_table
 
@@ -27,5 +27,6 @@ __all__ = [
     "survival_table",
     "tumor_regions",
     "tumor_score_auc",
+    "warn_if_unsuitable",
     "write_survival_table",
 ]

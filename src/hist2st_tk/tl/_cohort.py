@@ -183,7 +183,7 @@ def predict_slide(
 
 
 def feature_specs(model: Predictor) -> dict[str, dict[str, Any]]:
-    """``{obsm key: {"encoder", "patch_um"}}`` of the image features a model reads, from ``model.inputs``.
+    """``{obsm key: {"encoder", "patch_um", "working_mpp"}}`` of the image features a model reads, from ``model.inputs``.
 
     Neighbourhood context (a key recorded with ``aggregated_from``) is not streamed: its base key is,
     and the context is averaged over all tiles afterwards (:func:`hist2st_tk.pp.model_features`).
@@ -200,7 +200,11 @@ def feature_specs(model: Predictor) -> dict[str, dict[str, Any]]:
                 "can be streamed over a slide. Call `ht.tl.predict_expression` on the slide instead."
             )
             raise ValueError(msg)
-        specs[key] = {"encoder": str(spec["encoder"]), "patch_um": float(spec["patch_um"])}
+        specs[key] = {
+            "encoder": str(spec["encoder"]),
+            "patch_um": float(spec["patch_um"]),
+            "working_mpp": spec.get("working_mpp"),
+        }
     return specs
 
 
@@ -272,6 +276,7 @@ def _encode_rows(sdata, rows, specs: dict, *, table_key: str, options: dict, ski
             sub,
             encoder=spec["encoder"],
             patch_um=spec["patch_um"],
+            working_mpp=spec["working_mpp"],
             key_added=key,
             table_key=table_key,
             progress=False,
@@ -303,7 +308,9 @@ def _unreadable(sdata: SpatialData, rows, specs: dict, *, table_key: str) -> lis
     bad: set[str] = set()
     for spec in specs.values():
         input_px = get_encoder_spec(spec["encoder"]).input_px
-        layout = patch_layout(sub, spec["patch_um"], input_px=input_px, table_key=table_key)
+        layout = patch_layout(
+            sub, spec["patch_um"], input_px=input_px, table_key=table_key, working_mpp=spec["working_mpp"]
+        )
         dataset = PatchDataset(layout, _reader(sub, layout), out_px=input_px)
         for index, spot in enumerate(layout.spot_ids):
             try:

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
-from .._logging import log_added
+from .._logging import log_added, logger
 from .._sdata import get_table
+from ..models._novelty import FeatureNovelty
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -19,6 +20,12 @@ if TYPE_CHECKING:
     from ..models import Predictor
 
 GENES_KEY = "hist2st_genes"
+#: Name of the novelty annotation of a predictor (written as ``obs[f"{key}_novelty"]``).
+NOVELTY = "novelty"
+#: Warn when more than this fraction of a section's spots are out of distribution.
+OOD_WARN_FRACTION = 0.5
+#: An image whose every channel varies less than this (grey levels, standard deviation) is blank.
+BLANK_STD = 2.0
 
 
 def fit_predictor(
@@ -99,23 +106,36 @@ def predict_expression(
     model: Predictor | str | Path | None = None,
     *,
     key_added: str | None = None,
+    compute_features: bool = True,
+    progress: bool = True,
     table_key: str = TABLE_KEY,
+    **feature_options: Any,
 ) -> pd.DataFrame:
     """Predict the expression of the model's gene panel and write it into the section's table.
+
+    The one call from an image to expression: the image features the model reads and the section
+    lacks are computed first (:func:`hist2st_tk.pp.model_features`), after checking that the image is
+    not blank and that its scale lies in the range the model was validated for (a warning otherwise).
 
     Parameters
     ----------
     sdata
-        The section, with the features the model reads (the same encoder and patch size it was
-        trained on; see :func:`hist2st_tk.pp.image_features`).
+        The section; its image needs a known microns per pixel (see :func:`hist2st_tk.io.get_mpp`).
     model
         A fitted predictor, or the directory of a saved one. ``None``: the default model shipped with
         the package (:func:`hist2st_tk.models.default_model`, trained on the six HER2ST sections; see its
-        model card); :func:`hist2st_tk.pp.model_features` computes the features it reads.
+        model card).
     key_added
         Name of the predictions; by default ``"predicted_{method}"``.
+    compute_features
+        Compute the features the model reads that the table lacks (with a progress bar). ``False``
+        requires them to be there already (an error names the call that makes them).
+    progress
+        Show a progress bar while features are computed.
     table_key
         Name of the table of spots.
+    **feature_options
+        Passed to :func:`hist2st_tk.pp.model_features` (``batch_size``, ``num_workers``, ``device``).
 
     Returns
     -------
@@ -127,11 +147,17 @@ def predict_expression(
     - for a table without genes (an H&E-only slide), ``var`` becomes the panel and ``X`` the predictions;
     - ``uns[key]["params"]``: ``method``, ``genes`` (number), ``trained_on``, ``use_rep`` and ``inputs``;
     - ``obs[...]``: per-spot outputs of methods that predict more than expression, e.g.
-      ``obs["tumor_score"]`` (probability of tumor) of ``hist_multiscale``.
+      ``obs["tumor_score"]`` (probability of tumor) of ``hist_multiscale``;
+    - ``obs[f"{key}_novelty"]``: how unlike the training spots each spot's image features are (0-1,
+      calibrated on held-out training sections; above ``0.99`` is out of distribution), summarised in
+      ``uns[key]["novelty"]``, for models that record their training distribution;
+    - with ``compute_features``, what :func:`hist2st_tk.pp.model_features` writes for missing features.
 
     Nothing is written when the call fails.
     """
     from ..models import Predictor, default_model
+    from ..pp import model_features
+    from ..pp._model_features import TableSnapshot
 
     if model is None:
         model = default_model()
@@ -139,7 +165,16 @@ def predict_expression(
         model = Predictor.load(model)
     key = key_added or f"predicted_{model.method}"
     table = get_table(sdata, table_key)
-    predicted, annotations = model.predict_all(sdata, table_key=table_key)
+    warn_if_unsuitable(sdata, model, table_key=table_key)
+    snapshot = TableSnapshot(sdata, table_key)
+    try:
+        if compute_features:
+            model_features(sdata, model, progress=progress, table_key=table_key, **feature_options)
+        predicted, annotations = model.predict_all(sdata, table_key=table_key)
+    except BaseException:
+        snapshot.restore()
+        raise
+    table = get_table(sdata, table_key)
     params = {
         "method": model.method,
         "genes": len(model.genes),
@@ -150,7 +185,7 @@ def predict_expression(
     if table.n_vars == 0:
         table = sdata.tables[table_key] = _gene_less_table(table, predicted, key, params)
         log_added(f"{table_key}.X (predictions of {key!r})", predicted.shape)
-        _write_annotations(table, annotations, table_key)
+        _write_annotations(table, annotations, key, table_key)
         return predicted
     layer = np.full(table.shape, np.nan, dtype=np.float32)
     columns = table.var_names.get_indexer(predicted.columns)
@@ -161,15 +196,69 @@ def predict_expression(
     table.uns[key] = {"params": params}
     log_added(f"{table_key}.obsm[{key!r}]", predicted.shape)
     log_added(f"{table_key}.layers[{key!r}]", layer.shape)
-    _write_annotations(table, annotations, table_key)
+    _write_annotations(table, annotations, key, table_key)
     return predicted
 
 
-def _write_annotations(table, annotations: pd.DataFrame, table_key: str) -> None:
-    """Per-spot outputs besides expression (e.g. ``tumor_score``) go to ``obs``."""
+def _write_annotations(table, annotations: pd.DataFrame, key: str, table_key: str) -> None:
+    """Per-spot outputs besides expression (e.g. ``tumor_score``) go to ``obs``; the novelty of the
+    spots to ``obs[f"{key}_novelty"]``, summarised in ``uns[key]["novelty"]``."""
     for column in annotations.columns:
-        table.obs[column] = annotations[column].to_numpy()
-        log_added(f"{table_key}.obs[{column!r}]", (table.n_obs,))
+        name = f"{key}_{NOVELTY}" if column == NOVELTY else column
+        table.obs[name] = annotations[column].to_numpy()
+        log_added(f"{table_key}.obs[{name!r}]", (table.n_obs,))
+    if NOVELTY in annotations:
+        summary = FeatureNovelty.summary(annotations[NOVELTY].to_numpy())
+        table.uns[key]["novelty"] = summary
+        _warn_novel(summary, key)
+
+
+def _warn_novel(summary: dict[str, float], key: str) -> None:
+    fraction = summary["fraction_out_of_distribution"]
+    if fraction > OOD_WARN_FRACTION:
+        logger.warning(
+            "%.0f%% of the spots look unlike anything the model was trained on (novelty above %.2f; "
+            "median %.2f): its predictions %r are not to be trusted there. See obs['%s_novelty'] "
+            "(ht.pl.spatial(sdata, '%s_novelty')).",
+            100 * fraction,
+            summary["threshold"],
+            summary["median"],
+            key,
+            key,
+            key,
+        )
+
+
+def warn_if_unsuitable(sdata: SpatialData, model: Predictor, *, table_key: str = TABLE_KEY) -> list[str]:
+    """Warn when the section's image is blank or its scale lies outside the range the model is meant
+    for (:meth:`~hist2st_tk.models.Predictor.mpp_range`); returns the warnings. Reads only the coarsest
+    level of the image."""
+    from .._scale import get_mpp
+    from .._sdata import image_levels, section_image_key
+
+    image_key = section_image_key(sdata, get_table(sdata, table_key))
+    if image_key is None or not model.inputs or "encoder" not in next(iter(model.inputs.values()), {}):
+        return []
+    messages = []
+    coarsest = np.asarray(image_levels(sdata.images[image_key])[-1].data)
+    if coarsest.size and float(coarsest.reshape(coarsest.shape[0], -1).std(axis=1).max()) < BLANK_STD:
+        messages.append(
+            f"The image {image_key!r} is blank (every pixel about {coarsest.reshape(coarsest.shape[0], -1).mean(axis=1).round().tolist()}): "
+            "predictions from it mean nothing. Is it a placeholder (e.g. an empty hires image)?"
+        )
+    allowed = model.mpp_range()
+    try:
+        mpp = get_mpp(sdata, image_key)[0]
+    except KeyError:
+        mpp = None
+    if allowed is not None and mpp is not None and not allowed[0] <= mpp <= allowed[1]:
+        messages.append(
+            f"The image {image_key!r} has {mpp:.3g} um/px, outside the range the {model.method!r} model is "
+            f"meant for ({allowed[0]:.3g}-{allowed[1]:.3g} um/px): expect less accurate predictions."
+        )
+    for message in messages:
+        logger.warning(message)
+    return messages
 
 
 def _gene_less_table(table, predicted: pd.DataFrame, key: str, params: dict):

@@ -1,0 +1,181 @@
+"""Predictions on a new slide: perturbed scans, a working resolution, one-call prediction, novelty and warnings."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+import hist2st_tk as ht
+from hist2st_tk.io._elements import he_image
+
+
+def _section(seed: int, sample: str, mpp: float = 1.0):
+    return ht.datasets.synthetic(n_spots=36, n_genes=8, seed=seed, sample=sample, mpp=mpp)
+
+
+def _handcrafted(sdata, **kwargs):
+    ht.pp.image_features(sdata, encoder="handcrafted", patch_um=56, progress=False, **kwargs)
+    return sdata
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Ridge on handcrafted features rendered at 4 um/px, fitted on three synthetic sections."""
+    train = [_handcrafted(_section(seed, f"t{seed}"), working_mpp=4.0) for seed in range(3)]
+    return ht.tl.fit_predictor(train, method="ridge", genes=4, use_rep="X_handcrafted")
+
+
+# -- ht.pp.perturb ----------------------------------------------------------------------------------
+def test_perturb_moves_spots_and_scale_and_leaves_the_original():
+    sdata = _section(0, "s")
+    image_before = np.asarray(sdata["s_he"].data).copy()
+    coarse = ht.pp.perturb(sdata, mpp=2.0, jpeg_quality=40, blur_um=1.0, stain_jitter=0.05, seed=3)
+    assert ht.io.get_mpp(coarse) == (2.0, "user")
+    height, width = sdata["s_he"].shape[1:]
+    assert coarse["s_he"].shape[1:] == (round(height / 2), round(width / 2))
+    np.testing.assert_allclose(coarse["table"].obsm["spatial"], sdata["table"].obsm["spatial"] / 2)
+    centres = coarse["s_spots"].geometry
+    np.testing.assert_allclose(centres.x, sdata["s_spots"].geometry.x / 2)
+    np.testing.assert_allclose(coarse["s_spots"]["radius"], sdata["s_spots"]["radius"] / 2)
+    record = coarse.attrs["hist2st_tk"]["perturbation"]
+    assert record["jpeg_quality"] == 40 and record["stain_jitter"]["seed"] == 3
+    assert len(record["stain_jitter"]["alpha"]) == 3
+    np.testing.assert_array_equal(np.asarray(sdata["s_he"].data), image_before)
+    assert ht.io.get_mpp(sdata)[0] == 1.0
+
+
+def test_stain_jitter_changes_colour_but_zero_strength_does_not():
+    rgb = np.asarray(_section(0, "s")["s_he"].data).transpose(1, 2, 0)[:64, :64]
+    alpha, beta = ht.pp._perturb.hed_factors(0.0)
+    same = ht.pp._perturb.hed_jitter(rgb, alpha, beta)
+    assert np.abs(same.astype(int) - rgb).max() <= 1
+    alpha, beta = ht.pp._perturb.hed_factors(0.2, seed=1)
+    assert np.abs(ht.pp._perturb.hed_jitter(rgb, alpha, beta).astype(int) - rgb).mean() > 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"jpeg_quality": 0}, ValueError, r"`jpeg_quality` must be an integer from 1 to 95, got 0"),
+        ({"mpp": -1}, ValueError, r"`mpp` must be a positive, finite number"),
+        ({"blur_um": 0}, ValueError, r"`blur_um` must be a positive, finite number of microns"),
+        ({"stain_jitter": 1.5}, ValueError, r"stain jitter strength must be in \[0, 1\), got 1.5"),
+    ],
+)
+def test_perturb_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ht.pp.perturb(_section(0, "s"), **kwargs)
+
+
+# -- working resolution -------------------------------------------------------------------------------
+def test_working_resolution_gives_the_same_features_at_any_finer_scale():
+    fine = _section(0, "s", mpp=1.0)
+    coarse = ht.pp.perturb(fine, mpp=2.0)
+    for sdata in (fine, coarse):
+        _handcrafted(sdata, working_mpp=4.0)
+    params = fine["table"].uns["X_handcrafted"]["params"]
+    assert params["working_mpp"] == 4.0 and params["render_px"] == 14 and params["mpp"] == 1.0
+    assert coarse["table"].uns["X_handcrafted"]["params"]["render_px"] == 14
+    a, b = (np.asarray(s["table"].obsm["X_handcrafted"]) for s in (fine, coarse))
+    # the same tissue at 1 and 2 um/px: rendered at 4 um/px, the features agree closely ...
+    rendered = np.corrcoef(a.ravel(), b.ravel())[0, 1]
+    # ... more closely than at the images' own resolutions
+    for sdata in (fine, coarse):
+        _handcrafted(sdata, key_added="X_native")
+    c, d = (np.asarray(s["table"].obsm["X_native"]) for s in (fine, coarse))
+    assert rendered > 0.95
+    assert np.abs(a - b).mean() < np.abs(c - d).mean()
+
+
+def test_working_resolution_bad_input():
+    with pytest.raises(ValueError, match=r"`working_mpp` must be a positive, finite number of microns, got -2"):
+        _handcrafted(_section(0, "s"), working_mpp=-2)
+
+
+def test_coarser_image_than_working_resolution_warns(caplog):
+    with caplog.at_level(logging.WARNING, logger="hist2st_tk"):
+        _handcrafted(_section(0, "s", mpp=1.0), working_mpp=0.5)
+    assert "coarser than the working resolution" in caplog.text
+
+
+# -- one call -----------------------------------------------------------------------------------------
+def test_one_call_computes_missing_features(model):
+    assert model.inputs["X_handcrafted"]["working_mpp"] == 4.0
+    fresh = _section(7, "new")
+    predicted = ht.tl.predict_expression(fresh, model, progress=False)
+    table = fresh["table"]
+    assert "X_handcrafted" in table.obsm and predicted.shape == (36, 4)
+    assert table.uns["X_handcrafted"]["params"]["working_mpp"] == 4.0
+    by_hand = _handcrafted(_section(7, "new"), working_mpp=4.0)
+    np.testing.assert_allclose(predicted, model.predict(by_hand), rtol=1e-5)
+
+
+def test_compute_features_false_restores_strictness(model):
+    fresh = _section(7, "new")
+    with pytest.raises(KeyError, match=r"no obsm\['X_handcrafted'\].*model_features"):
+        ht.tl.predict_expression(fresh, model, compute_features=False)
+    assert "X_handcrafted" not in fresh["table"].obsm
+
+
+def test_features_of_another_working_resolution_are_refused(model):
+    other = _handcrafted(_section(7, "new"), working_mpp=2.0)
+    with pytest.raises(ValueError, match=r"working_mpp is 2.0 here but the model was trained on 4.0"):
+        ht.tl.predict_expression(other, model, compute_features=False)
+
+
+def test_one_call_rolls_back_on_failure(model, monkeypatch):
+    fresh = _section(7, "new")
+    table = fresh["table"]
+    obsm, uns, shapes = set(table.obsm), set(table.uns), set(fresh.shapes)
+
+    def broken(features):
+        raise RuntimeError("predictor failed")
+
+    monkeypatch.setattr(model, "_predict", broken)
+    with pytest.raises(RuntimeError, match="predictor failed"):
+        ht.tl.predict_expression(fresh, model, progress=False)
+    assert set(table.obsm) == obsm and set(table.uns) == uns and set(fresh.shapes) == shapes
+
+
+# -- novelty and warnings -----------------------------------------------------------------------------
+def test_novelty_is_low_on_training_like_data_and_high_on_shifted_data(model, caplog):
+    like = _handcrafted(_section(11, "like"), working_mpp=4.0)
+    with caplog.at_level(logging.WARNING, logger="hist2st_tk"):
+        ht.tl.predict_expression(like, model)
+    novelty = like["table"].obs["predicted_ridge_novelty"]
+    assert novelty.between(0, 1).all() and novelty.median() < 0.9
+    summary = like["table"].uns["predicted_ridge"]["novelty"]
+    assert summary["fraction_out_of_distribution"] < 0.5 and "look unlike" not in caplog.text
+
+    shifted = _handcrafted(_section(11, "shifted"), working_mpp=4.0)
+    features = shifted["table"].obsm["X_handcrafted"]
+    shifted["table"].obsm["X_handcrafted"] = features + 10 * features.std(axis=0) * np.random.default_rng(0).normal(
+        size=features.shape
+    ).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="hist2st_tk"):
+        ht.tl.predict_expression(shifted, model)
+    assert shifted["table"].obs["predicted_ridge_novelty"].median() > 0.99
+    assert "look unlike anything the model was trained on" in caplog.text
+
+
+def test_novelty_survives_save_and_load(model, tmp_path):
+    loaded = ht.models.Predictor.load(model.save(tmp_path / "m"))
+    section = _handcrafted(_section(11, "like"), working_mpp=4.0)
+    np.testing.assert_allclose(
+        loaded.predict_all(section)[1]["novelty"], model.predict_all(section)[1]["novelty"], rtol=1e-5
+    )
+    assert loaded.mpp_range() == model.mpp_range() == (0.0, 4.2)
+
+
+def test_blank_image_and_out_of_range_scale_warn(model, caplog):
+    blank = _section(7, "blank")
+    blank.images["blank_he"] = he_image(np.full(blank["blank_he"].shape, 200, dtype=np.uint8))
+    with caplog.at_level(logging.WARNING, logger="hist2st_tk"):
+        messages = ht.tl.warn_if_unsuitable(blank, model)
+    assert len(messages) == 1 and "is blank" in messages[0] and "is blank" in caplog.text
+    coarse = _section(7, "coarse", mpp=8.0)
+    messages = ht.tl.warn_if_unsuitable(coarse, model)
+    assert len(messages) == 1 and "8 um/px, outside the range" in messages[0] and "0-4.2 um/px" in messages[0]
+    assert ht.tl.warn_if_unsuitable(_section(7, "fine"), model) == []
