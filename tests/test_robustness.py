@@ -94,10 +94,11 @@ def test_working_resolution_bad_input():
         _handcrafted(_section(0, "s"), working_mpp=-2)
 
 
-def test_coarser_image_than_working_resolution_warns(caplog):
-    with caplog.at_level(logging.WARNING, logger="hist2st_tk"):
-        _handcrafted(_section(0, "s", mpp=1.0), working_mpp=0.5)
+def test_coarser_image_than_working_resolution_keeps_its_pixels(caplog):
+    with caplog.at_level(logging.INFO, logger="hist2st_tk"):
+        sdata = _handcrafted(_section(0, "s", mpp=1.0), working_mpp=0.5)
     assert "coarser than the working resolution" in caplog.text
+    assert sdata["table"].uns["X_handcrafted"]["params"]["render_px"] is None
 
 
 # -- one call -----------------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ def test_novelty_survives_save_and_load(model, tmp_path):
     np.testing.assert_allclose(
         loaded.predict_all(section)[1]["novelty"], model.predict_all(section)[1]["novelty"], rtol=1e-5
     )
-    assert loaded.mpp_range() == model.mpp_range() == (0.0, 4.2)
+    assert loaded.mpp_range() == model.mpp_range() == (0.0, 4.0)
 
 
 def test_blank_image_and_out_of_range_scale_warn(model, caplog):
@@ -177,5 +178,59 @@ def test_blank_image_and_out_of_range_scale_warn(model, caplog):
     assert len(messages) == 1 and "is blank" in messages[0] and "is blank" in caplog.text
     coarse = _section(7, "coarse", mpp=8.0)
     messages = ht.tl.warn_if_unsuitable(coarse, model)
-    assert len(messages) == 1 and "8 um/px, outside the range" in messages[0] and "0-4.2 um/px" in messages[0]
+    assert len(messages) == 1 and "8 um/px, outside the range" in messages[0] and "(0-4 um/px)" in messages[0]
     assert ht.tl.warn_if_unsuitable(_section(7, "fine"), model) == []
+
+
+# -- the signature tumor head ---------------------------------------------------------------------------
+def test_ridge_signature_tumor_head_follows_the_predicted_markers(tmp_path):
+    train = [_handcrafted(_section(seed, f"t{seed}")) for seed in range(3)]
+    signature = {"positive": ["gene_000", "gene_001"], "negative": ["gene_002"]}
+    model = ht.tl.fit_predictor(
+        train, method="ridge", genes=["gene_000", "gene_001", "gene_002", "gene_003"], use_rep="X_handcrafted",
+        tumor_signature=signature,
+    )
+    test = _handcrafted(_section(9, "test"))
+    expression, annotations = model.predict_all(test)
+    z = (expression - expression.mean()) / expression.std(ddof=0)
+    score = z[["gene_000", "gene_001"]].mean(axis=1) - z["gene_002"]
+    # the probability is a monotone (logistic) function of the signature of the predictions
+    from scipy.stats import spearmanr
+
+    assert abs(spearmanr(score, annotations["tumor_score"]).statistic) > 0.999
+    assert "tumor_coef" not in model._arrays and "tumor_signature_coef" in model._arrays
+    loaded = ht.models.Predictor.load(model.save(tmp_path / "m"))
+    np.testing.assert_allclose(loaded.predict_all(test)[1]["tumor_score"], annotations["tumor_score"], rtol=1e-5)
+
+
+# -- hist2st bench robustness ---------------------------------------------------------------------------
+def test_bench_robustness_table(tmp_path, monkeypatch):
+    """The runner on stand-in sections named like HER2ST (the real run is `hist2st bench robustness`)."""
+    from hist2st_tk.bench import _accuracy, _robustness
+
+    recipe = {"method": "ridge", "use_rep": ["X_handcrafted"], "center": True, "augment_mpp": [2.0]}
+    monkeypatch.setitem(_accuracy.METHODS, "stand_in", recipe)
+
+    def stand_in_sections(**kwargs):
+        sections = {}
+        for i, name in enumerate(["B4", "C2", "C3"]):
+            sdata = ht.datasets.synthetic(n_spots=25, n_genes=260, seed=i, sample=name, patient=name[0])
+            table = sdata["table"]
+            table.var_names = ["ERBB2", "KRT8", "COL1A1", *table.var_names[3:]]  # markers of the signature
+            sections[name] = _handcrafted(sdata)
+            sections[f"{name}@2"] = _handcrafted(ht.pp.perturb(sdata, mpp=2.0))
+        return sections
+
+    monkeypatch.setattr(_robustness, "load_sections", stand_in_sections)
+    monkeypatch.setitem(_robustness.FOLDS, "C->B4", (["C2", "C3"], ["B4"]))
+    table = _robustness.bench_robustness(
+        ["C->B4"], ["2 um/px", "JPEG q40"], recipe="stand_in", out_dir=tmp_path, cache_dir=tmp_path / "cache"
+    )
+    assert list(dict.fromkeys(table["condition"])) == ["as scanned", "2 um/px", "JPEG q40"]
+    scanned = table[table["condition"] == "as scanned"]
+    assert np.allclose(scanned["pearson_ratio"], 1.0) and (scanned["pearson"] > 0.3).all()
+    assert table["fraction_ood"].notna().all()
+    assert (tmp_path / "robustness.md").is_file() and (tmp_path / "robustness.png").is_file()
+    assert len(list((tmp_path / "cache" / "perturbed" / "stand_in").glob("B4__*.npz"))) == 2
+    with pytest.raises(ValueError, match=r"Unknown perturbations \['nope'\]; known:"):
+        _robustness.bench_robustness(["C->B4"], ["nope"], recipe="stand_in", out_dir=tmp_path)

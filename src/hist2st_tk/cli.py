@@ -244,6 +244,54 @@ def _add_bench(commands) -> None:
     graph.add_argument("--epochs", type=int, default=1, help="training epochs per size (default: 1)")
     graph.add_argument("--out", default="bench_output", help="output folder (default: bench_output)")
     _add_bench_wsi(kinds)
+    _add_bench_robustness(kinds)
+
+
+def _add_bench_robustness(kinds) -> None:
+    from .bench._robustness import FOLDS, PERTURBATIONS
+
+    robustness = kinds.add_parser(
+        "robustness",
+        help="accuracy on a held-out section imaged differently (resolution, JPEG, stain, blur)",
+        description=(
+            "Fit the default model's recipe on each fold of her2st-cross-patient (C->B4, B4->C) and predict "
+            "the held-out section(s) as scanned and under named perturbations (ht.pp.perturb): "
+            f"{', '.join(PERTURBATIONS)}. Reports mean per-gene Pearson (top250mean, top50var), tumor AUC of "
+            "the model's head and of the marker signature, novelty, and each ratio to the unperturbed section "
+            "(goal >= 0.9). Writes robustness.json, robustness.md and robustness.png."
+        ),
+    )
+    robustness.add_argument(
+        "--folds", default=",".join(FOLDS), help=f"comma-separated folds (default: {','.join(FOLDS)})"
+    )
+    robustness.add_argument(
+        "--perturbations",
+        default=None,
+        help="comma-separated perturbations, as named above (default: all)",
+    )
+    robustness.add_argument("--recipe", default=None, help="benchmark recipe (default: the default model's)")
+    robustness.add_argument("--data-dir", default=None, help="folder holding the HER2ST section folders")
+    robustness.add_argument("--out", default="bench_output", help="output folder (default: bench_output)")
+    robustness.add_argument("--cache", default=None, help="feature cache folder (default: OUT/cache)")
+
+
+def _run_bench_robustness(args) -> None:
+    from .bench._accuracy import DEFAULT_RECIPE
+    from .bench._robustness import PERTURBATIONS, bench_robustness
+
+    def names(text):
+        return [x.strip() for x in text.split(",") if x.strip()]
+
+    table = bench_robustness(
+        names(args.folds),
+        list(PERTURBATIONS) if args.perturbations is None else names(args.perturbations),
+        recipe=args.recipe or DEFAULT_RECIPE,
+        data_dir=args.data_dir,
+        out_dir=args.out,
+        cache_dir=args.cache,
+    )
+    print(table.to_string(index=False))
+    print(f"\nWritten {args.out}/robustness.json, {args.out}/robustness.md and {args.out}/robustness.png")
 
 
 def _add_bench_wsi(kinds) -> None:
@@ -331,6 +379,8 @@ def _run_bench(args) -> None:
         print(f"\nWritten {args.out}/graph.json and {args.out}/graph.md")
     elif args.bench == "wsi":
         _run_bench_wsi(args)
+    elif args.bench == "robustness":
+        _run_bench_robustness(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

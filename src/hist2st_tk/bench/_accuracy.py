@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from .._logging import logger
-from .._protocols import HER2ST6, REFERENCE
+from .._protocols import HER2ST6, PANELS, REFERENCE
+from ..tl._regions import NON_TUMOR_MARKERS, TUMOR_MARKERS
 from ._report import write_report
 
 #: lite0 features of three patch sizes are computed once per section and cached.
@@ -29,6 +30,17 @@ METHODS: dict[str, dict[str, Any]] = {
         "method": "ridge",
         "use_rep": MULTISCALE_REPS + CONTEXT_REPS,
         "center": True,
+    },
+    # DEFAULT_RECIPE: the same, trained on each section as scanned and as a 4 um/px scanner would have
+    # imaged it (resolution augmentation; features of finer scans rendered at 0.7 um/px, the training
+    # scans' resolution), with the tumor head on the marker signature of the predictions
+    "ridge_multiscale_context_centred_multires": {
+        "method": "ridge",
+        "use_rep": MULTISCALE_REPS + CONTEXT_REPS,
+        "center": True,
+        "working_mpp": 0.7,
+        "augment_mpp": [4.0],
+        "tumor_signature": {"positive": list(TUMOR_MARKERS), "negative": list(NON_TUMOR_MARKERS)},
     },
     "histospace": {"method": "histospace", "use_rep": "X_lite0_112um", "max_epochs": 40, "patience": 5},
     "hist_multiscale": {
@@ -68,8 +80,16 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-#: The recipe of the default model and of ``make demo`` (the best measured; see docs/benchmarks.md).
-DEFAULT_RECIPE = "ridge_multiscale_context_centred"
+#: The recipe of the default model and of ``make demo`` (chosen on the C2-C6 folds; see docs/robustness.md).
+DEFAULT_RECIPE = "ridge_multiscale_context_centred_multires"
+
+#: Keys of a recipe that say how its features are made, not how the predictor is fitted.
+FEATURE_OPTIONS = ("working_mpp", "augment_mpp")
+
+
+def fit_options(recipe: str) -> dict[str, Any]:
+    """The keyword arguments of ``ht.tl.fit_predictor`` / ``cross_validate`` of a recipe."""
+    return {k: v for k, v in METHODS[recipe].items() if k not in FEATURE_OPTIONS}
 
 
 def load_sections(
@@ -78,23 +98,39 @@ def load_sections(
     cache_dir: str | Path = "bench_output/cache",
     sections: Sequence[str] = HER2ST6,
     progress: bool = False,
+    recipe: str | None = None,
+    augmented: bool = False,
 ) -> dict[str, Any]:
     """HER2ST sections with lite0 features of 56, 112 and 224 um patches (cached as ``.zarr`` and read
     back from there, so that images are read tile by tile) and the mean 112 and 224 um features of the
-    spots within 300 um."""
+    spots within 300 um.
+
+    The features are rendered at the recipe's ``working_mpp`` (when it has one). With ``augmented``,
+    the renderings of each section at the recipe's ``augment_mpp`` are added as ``"{name}@{mpp}"``
+    (the section as a scanner of that resolution would have imaged it, :func:`hist2st_tk.pp.perturb`).
+    """
     from spatialdata import read_zarr
 
     from .. import datasets, io, pp
 
+    spec = METHODS[recipe] if recipe is not None else {}
+    working = spec.get("working_mpp")
+    suffix = "" if working is None else f"_at{working:g}"
+    renderings = [None, *(spec.get("augment_mpp", ()) if augmented else ())]
     cache = Path(cache_dir)
     loaded = {}
     for name in sections:
-        path = cache / f"{name}_lite0.zarr"
-        if not path.exists():
-            sdata = datasets.her2st(name, data_dir=data_dir)
-            pp.image_features(sdata, encoder="lite0", patch_um=list(SCALES_UM), progress=progress)
-            io.write_zarr(sdata, path)
-        loaded[name] = read_zarr(path)
+        for mpp in renderings:
+            path = cache / f"{name}_lite0{suffix}{'' if mpp is None else f'_scan{mpp:g}'}.zarr"
+            if not path.exists():
+                sdata = datasets.her2st(name, data_dir=data_dir)
+                if mpp is not None:
+                    sdata = pp.perturb(sdata, mpp=mpp)
+                pp.image_features(
+                    sdata, encoder="lite0", patch_um=list(SCALES_UM), working_mpp=working, progress=progress
+                )
+                io.write_zarr(sdata, path)
+            loaded[name if mpp is None else f"{name}@{mpp:g}"] = read_zarr(path)
     for sdata in loaded.values():  # context features are cheap: made on every load
         pp.spatial_graph(sdata, method="radius", radius_um=300)
         for key in ("X_lite0_112um", "X_lite0_224um"):
@@ -102,12 +138,71 @@ def load_sections(
     return loaded
 
 
+def with_renderings(train: Sequence[str], sections: dict[str, Any]) -> list[str]:
+    """The training sections and their renderings at other resolutions present in ``sections``."""
+    return [name for name in sections if name.split("@")[0] in train]
+
+
+def recipe_panel(tables: Sequence[Any], n_genes: int = 250) -> list[str]:
+    """The default model's panel: the ``n_genes`` of highest mean expression over ``tables`` plus every
+    marker of the tumor signature (:func:`hist2st_tk.tl.tumor_regions`) that all of them measure."""
+    from ..pp._genes import gene_panel
+
+    top = list(gene_panel(tables, n_genes=n_genes, flavor="top_mean"))
+    markers = [
+        g for g in (*TUMOR_MARKERS, *NON_TUMOR_MARKERS) if g not in top and all(g in t.var_names for t in tables)
+    ]
+    return top + markers
+
+
+def fit_recipe(sections: dict[str, Any], train: Sequence[str], *, recipe: str = DEFAULT_RECIPE):
+    """A model of ``recipe`` fitted on ``train`` (and their renderings in ``sections``), and the
+    protocol panels chosen on ``train``: ``(model, {panel: genes})``. The model predicts the union of
+    the panels and :func:`recipe_panel`."""
+    from ..pp._genes import gene_panel
+    from ..tl import fit_predictor
+
+    tables = [sections[name]["table"] for name in train]
+    panels = {
+        panel: gene_panel(tables, n_genes=n, flavor=flavor) for panel, (flavor, n) in PANELS.items()
+    }
+    genes = list(dict.fromkeys([*recipe_panel(tables), *(g for p in panels.values() for g in p)]))
+    fitted_on = [sections[name] for name in with_renderings(train, sections)]
+    return fit_predictor(fitted_on, genes=genes, **fit_options(recipe)), panels
+
+
+def _recipe_sections(method: str, *, data_dir, cache_dir) -> dict[str, Any]:
+    """The sections (and training renderings) with the features of recipe ``method``."""
+    sections = load_sections(data_dir=data_dir, cache_dir=cache_dir, recipe=method, augmented=True)
+    if "X_fourier" in METHODS[method].get("use_rep", ()):  # patch FFT: only when read
+        from ..pp import fourier_features
+
+        for sdata in sections.values():
+            fourier_features(sdata, patch_um=112.0, progress=False)
+    return sections
+
+
+def recipe_folds(protocol: str, sections: dict[str, Any]) -> list[tuple[str, list[str], list[str]]]:
+    """The folds of a named protocol over the HER2ST sections, each training on its sections' renderings
+    too (``"{name}@{mpp}"`` in ``sections``); held-out sections are only ever the originals."""
+    from .._protocols import protocol_folds
+
+    patients = {name: name[0] for name in HER2ST6 if name in sections}
+    return [(fold, with_renderings(train, sections), test) for fold, train, test in protocol_folds(protocol, patients)]
+
+
 def _describe_features(recipe: dict[str, Any]) -> str:
     if recipe["method"] == "stnet":
         return f"image, {recipe['patch_um']:g} um"
     reps = [recipe["use_rep"]] if isinstance(recipe["use_rep"], str) else recipe["use_rep"]
     described = " + ".join(rep.removeprefix("X_lite0_") for rep in reps)
-    return f"{described}, centred per section" if recipe.get("center") else described
+    if recipe.get("center"):
+        described += ", centred per section"
+    if recipe.get("working_mpp"):
+        described += f", rendered at {recipe['working_mpp']:g} um/px"
+    if recipe.get("augment_mpp"):
+        described += f", trained on scans at {'/'.join(f'{m:g}' for m in recipe['augment_mpp'])} um/px too"
+    return described
 
 
 def per_gene_figure(results: dict[str, Any], path: Path) -> Path:
@@ -159,19 +254,16 @@ def bench_accuracy(
         raise ValueError(msg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sections = load_sections(data_dir=data_dir, cache_dir=cache_dir or out / "cache")
-    if any("X_fourier" in METHODS[m].get("use_rep", ()) for m in methods):  # patch FFT: only when read
-        from ..pp import fourier_features
-
-        for sdata in sections.values():
-            fourier_features(sdata, patch_um=112.0, progress=False)
     rows, per_protocol = [], {}
     for protocol in protocols:
         per_protocol[protocol] = {}
         for method in methods:
             recipe = dict(METHODS[method])
+            sections = _recipe_sections(method, data_dir=data_dir, cache_dir=cache_dir or out / "cache")
             logger.info("bench accuracy: %s under %s", method, protocol)
-            cv = cross_validate(sections, protocol=protocol, panels=panels, seed=seed, **recipe)
+            cv = cross_validate(
+                sections, protocol=recipe_folds(protocol, sections), panels=panels, seed=seed, **fit_options(method)
+            )
             per_protocol[protocol][method] = cv
             # LOSO is reported as its mean over folds; the cross-patient folds (C->B4, B4->C) one by one
             group = "mean of 6 folds" if protocol == "her2st6-loso" else cv.folds["fold"]

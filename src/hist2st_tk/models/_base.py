@@ -175,7 +175,7 @@ class Predictor(ABC):
         ]
         targets = [expression(table, genes, table_key) for table in tables]
         sections = [section_name(table, i) for i, table in enumerate(tables)]
-        self.genes, self.inputs, self.trained_on = genes, inputs, sections
+        self.genes, self.inputs, self.trained_on = genes, inputs, list(dict.fromkeys(sections))
         self.training_mpp = [_section_mpp(sd, table) for sd, table in zip(sdatas, tables, strict=True)]
         try:
             self._fit(features, targets, sections, [table.obs for table in tables])
@@ -184,7 +184,7 @@ class Predictor(ABC):
             raise
         if self.use_rep:  # models that read obsm features: their training distribution, for novelty
             self.novelty = FeatureNovelty.fit(
-                [self._features(table, table_key, recorded=inputs) for table in tables], seed=self.seed
+                [self._features(table, table_key, recorded=inputs) for table in tables], sections, seed=self.seed
             )
         return self
 
@@ -227,7 +227,7 @@ class Predictor(ABC):
             return (float(self.validated_mpp[0]), float(self.validated_mpp[1]))
         working = [spec["working_mpp"] for spec in self.inputs.values() if spec.get("working_mpp")]
         if working:
-            return (0.0, max(working) * 1.05)
+            return (0.0, max(working))
         known = [mpp for mpp in self.training_mpp if mpp]
         return (min(known) / 1.5, max(known) * 1.5) if known else None
 

@@ -46,16 +46,20 @@ class FeatureNovelty:
 
     # -- fitting ------------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, features: Sequence[np.ndarray], *, seed: int = 0) -> FeatureNovelty | None:
-        """Fit on per-section training features (spots x d); ``None`` with fewer than two sections
-        (there is no held-out section to calibrate on)."""
-        if len(features) < 2:
+    def fit(
+        cls, features: Sequence[np.ndarray], sections: Sequence[str], *, seed: int = 0
+    ) -> FeatureNovelty | None:
+        """Fit on per-section training features (spots x d) named by their sections; ``None`` with fewer
+        than two distinct sections (there is no held-out section to calibrate on). Renderings of one
+        section (training-time augmentation) share its name and are held out together."""
+        names = list(dict.fromkeys(sections))
+        if len(names) < 2:
             return None
         held_out = []
-        for i in range(len(features)):
-            others = np.vstack([f for j, f in enumerate(features) if j != i])
+        for name in names:
+            others = np.vstack([f for f, s in zip(features, sections, strict=True) if s != name])
             space = _space(others, seed=seed)
-            held_out.append(_distances(features[i], space))
+            held_out += [_distances(f, space) for f, s in zip(features, sections, strict=True) if s == name]
         arrays = _space(np.vstack(features), seed=seed)
         arrays["quantiles"] = np.quantile(np.concatenate(held_out), np.linspace(0, 1, N_QUANTILES))
         return cls({name: np.asarray(value, dtype=np.float32) for name, value in arrays.items()})

@@ -56,6 +56,11 @@ class RidgePredictor(Predictor):
         Inverse regularisation strength of that logistic regression (scikit-learn's ``C``); strong
         regularisation transfers best across sections (her2st6-loso AUC 0.80 at 0.1, 0.84 at 0.001 on
         section-centred multi-scale + context lite0 features).
+    tumor_signature
+        ``{"positive": genes, "negative": genes}``: instead, the tumor head is a logistic regression on
+        a marker signature of the model's own predictions (mean z-score over the section's spots of
+        the positive panel genes minus that of the negative ones, as ``ht.tl.tumor_regions``), so that
+        the tumor score follows the predicted markers and transfers like them.
     """
 
     method = "ridge"
@@ -64,6 +69,7 @@ class RidgePredictor(Predictor):
         "alphas": [float(a) for a in RIDGE_ALPHAS],
         "label_key": "tumor",
         "tumor_c": 0.001,
+        "tumor_signature": None,
     }
 
     def _fit(self, features: list[np.ndarray], targets: list[np.ndarray], sections: list[str], obs) -> None:
@@ -84,7 +90,10 @@ class RidgePredictor(Predictor):
             "coef": np.atleast_2d(ridge.coef_),
             "intercept": np.atleast_1d(ridge.intercept_),
         }
-        self._fit_tumor(pipeline[:-1].transform(np.vstack(features)), obs)
+        if self.hparams["tumor_signature"]:
+            self._fit_tumor_signature(features, obs)
+        else:
+            self._fit_tumor(pipeline[:-1].transform(np.vstack(features)), obs)
         # float32 halves the saved model and is exact enough for expression; fit and load predict alike
         self._arrays = {name: np.asarray(value, dtype=np.float32) for name, value in self._arrays.items()}
         self.history = {
@@ -96,16 +105,57 @@ class RidgePredictor(Predictor):
         """A logistic regression for tumor on the principal components, when labels of both classes exist."""
         from sklearn.linear_model import LogisticRegression
 
-        key = self.hparams["label_key"]
-        if not all(key in o for o in obs):
+        labels = self._tumor_labels(obs)
+        if labels is None:
             return
-        labels = pd.concat([o[key].astype("boolean") for o in obs]).to_numpy(dtype=float, na_value=np.nan)
         known = ~np.isnan(labels)
-        if len(np.unique(labels[known])) < 2:
-            return
         classifier = LogisticRegression(C=self.hparams["tumor_c"], max_iter=2000).fit(scores[known], labels[known].astype(bool))
         self._arrays["tumor_coef"] = classifier.coef_.ravel()
         self._arrays["tumor_intercept"] = classifier.intercept_
+
+    def _tumor_labels(self, obs) -> np.ndarray | None:
+        """Tumor labels of the training spots as floats (NaN unknown), or ``None`` without both classes."""
+        key = self.hparams["label_key"]
+        if not all(key in o for o in obs):
+            return None
+        labels = pd.concat([o[key].astype("boolean") for o in obs]).to_numpy(dtype=float, na_value=np.nan)
+        return labels if len(np.unique(labels[~np.isnan(labels)])) == 2 else None
+
+    def _signature_genes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Panel positions of the signature's positive and negative genes that the model predicts."""
+        signature = self.hparams["tumor_signature"]
+        position = {gene: i for i, gene in enumerate(self.genes)}
+        return tuple(
+            np.array([position[g] for g in signature.get(side, ()) if g in position], dtype=np.int64)
+            for side in ("positive", "negative")
+        )
+
+    def _signature(self, expression: np.ndarray) -> np.ndarray:
+        """The marker signature of one section's predicted expression (z-scores over its spots)."""
+        positive, negative = self._signature_genes()
+        std = expression.std(axis=0)
+        z = np.divide(expression - expression.mean(axis=0), std, out=np.zeros_like(expression), where=std > 0)
+        score = z[:, positive].mean(axis=1)
+        return score - z[:, negative].mean(axis=1) if len(negative) else score
+
+    def _fit_tumor_signature(self, features: list[np.ndarray], obs) -> None:
+        """A logistic regression for tumor on the marker signature of each training section's predictions."""
+        from sklearn.linear_model import LogisticRegression
+
+        labels = self._tumor_labels(obs)
+        positive, _ = self._signature_genes()
+        if labels is None or not len(positive):
+            return
+        scores = np.concatenate([self._signature(self._expression(f)) for f in features])[:, None]
+        known = ~np.isnan(labels)
+        classifier = LogisticRegression(max_iter=2000).fit(scores[known], labels[known].astype(bool))
+        self._arrays["tumor_signature_coef"] = classifier.coef_.ravel()
+        self._arrays["tumor_intercept"] = classifier.intercept_
+
+    def _expression(self, features: np.ndarray) -> np.ndarray:
+        a = self._arrays
+        scores = ((features - a["scaler_mean"]) / a["scaler_scale"] - a["pca_mean"]) @ a["pca_components"].T
+        return scores @ a["coef"].T + a["intercept"]
 
     def _predict(self, features: np.ndarray):
         a = self._arrays
@@ -115,9 +165,12 @@ class RidgePredictor(Predictor):
             raise ValueError(msg)
         scores = ((features - a["scaler_mean"]) / a["scaler_scale"] - a["pca_mean"]) @ a["pca_components"].T
         expression = scores @ a["coef"].T + a["intercept"]
-        if "tumor_coef" not in a:
+        if "tumor_signature_coef" in a:
+            logit = self._signature(expression) * a["tumor_signature_coef"][0] + a["tumor_intercept"][0]
+        elif "tumor_coef" in a:
+            logit = scores @ a["tumor_coef"] + a["tumor_intercept"][0]
+        else:
             return expression
-        logit = scores @ a["tumor_coef"] + a["tumor_intercept"][0]
         return expression, {"tumor_score": 1 / (1 + np.exp(-logit))}
 
     def _tensors(self):
@@ -134,7 +187,9 @@ class RidgePredictor(Predictor):
         if missing:
             msg = f"missing tensors {missing}"
             raise KeyError(msg)
-        optional = [name for name in ("tumor_coef", "tumor_intercept") if name in tensors]
+        optional = [
+            name for name in ("tumor_coef", "tumor_signature_coef", "tumor_intercept") if name in tensors
+        ]
         self._arrays = {name: tensors[name].numpy() for name in (*names, *optional)}
         if self._arrays["coef"].shape[0] != len(self.genes):
             msg = f"{self._arrays['coef'].shape[0]} outputs for {len(self.genes)} genes"

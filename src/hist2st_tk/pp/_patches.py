@@ -153,9 +153,9 @@ def patch_layout(
     if working_mpp is not None and working_mpp > mpp:
         detail_px = min(input_px, max(int(round(patch_um / working_mpp)), 1))
     elif working_mpp is not None and mpp > 1.05 * working_mpp:
-        logger.warning(
+        logger.info(
             "The image (%.3g um/px) is coarser than the working resolution (%.3g um/px): its %g um patches "
-            "keep the image's own pixels, finer detail cannot be recovered.",
+            "keep the image's own pixels.",
             mpp,
             working_mpp,
             patch_um,

@@ -24,6 +24,8 @@ GENES_KEY = "hist2st_genes"
 NOVELTY = "novelty"
 #: Warn when more than this fraction of a section's spots are out of distribution.
 OOD_WARN_FRACTION = 0.5
+#: A scale within this factor of the model's range is inside it (scales derived from spot grids vary).
+MPP_TOLERANCE = 1.05
 #: An image whose every channel varies less than this (grey levels, standard deviation) is blank.
 BLANK_STD = 2.0
 
@@ -231,7 +233,7 @@ def _warn_novel(summary: dict[str, float], key: str) -> None:
 
 def warn_if_unsuitable(sdata: SpatialData, model: Predictor, *, table_key: str = TABLE_KEY) -> list[str]:
     """Warn when the section's image is blank or its scale lies outside the range the model is meant
-    for (:meth:`~hist2st_tk.models.Predictor.mpp_range`); returns the warnings. Reads only the coarsest
+    for (:meth:`~hist2st_tk.models.Predictor.mpp_range`, with 5% tolerance); returns the warnings. Reads only the coarsest
     level of the image."""
     from .._scale import get_mpp
     from .._sdata import image_levels, section_image_key
@@ -251,7 +253,7 @@ def warn_if_unsuitable(sdata: SpatialData, model: Predictor, *, table_key: str =
         mpp = get_mpp(sdata, image_key)[0]
     except KeyError:
         mpp = None
-    if allowed is not None and mpp is not None and not allowed[0] <= mpp <= allowed[1]:
+    if allowed is not None and mpp is not None and not allowed[0] / MPP_TOLERANCE <= mpp <= allowed[1] * MPP_TOLERANCE:
         messages.append(
             f"The image {image_key!r} has {mpp:.3g} um/px, outside the range the {model.method!r} model is "
             f"meant for ({allowed[0]:.3g}-{allowed[1]:.3g} um/px): expect less accurate predictions."
