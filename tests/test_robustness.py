@@ -90,7 +90,9 @@ def test_working_resolution_gives_the_same_features_at_any_finer_scale():
 
 
 def test_working_resolution_bad_input():
-    with pytest.raises(ValueError, match=r"`working_mpp` must be a positive, finite number of microns, got -2"):
+    with pytest.raises(
+        ValueError, match=r"`working_mpp` must be a positive, finite number of microns, got -2"
+    ):
         _handcrafted(_section(0, "s"), working_mpp=-2)
 
 
@@ -152,9 +154,9 @@ def test_novelty_is_low_on_training_like_data_and_high_on_shifted_data(model, ca
 
     shifted = _handcrafted(_section(11, "shifted"), working_mpp=4.0)
     features = shifted["table"].obsm["X_handcrafted"]
-    shifted["table"].obsm["X_handcrafted"] = features + 10 * features.std(axis=0) * np.random.default_rng(0).normal(
-        size=features.shape
-    ).astype(np.float32)
+    shifted["table"].obsm["X_handcrafted"] = features + 10 * features.std(axis=0) * np.random.default_rng(
+        0
+    ).normal(size=features.shape).astype(np.float32)
     with caplog.at_level(logging.WARNING, logger="hist2st_tk"):
         ht.tl.predict_expression(shifted, model)
     assert shifted["table"].obs["predicted_ridge_novelty"].median() > 0.99
@@ -187,7 +189,10 @@ def test_ridge_signature_tumor_head_follows_the_predicted_markers(tmp_path):
     train = [_handcrafted(_section(seed, f"t{seed}")) for seed in range(3)]
     signature = {"positive": ["gene_000", "gene_001"], "negative": ["gene_002"]}
     model = ht.tl.fit_predictor(
-        train, method="ridge", genes=["gene_000", "gene_001", "gene_002", "gene_003"], use_rep="X_handcrafted",
+        train,
+        method="ridge",
+        genes=["gene_000", "gene_001", "gene_002", "gene_003"],
+        use_rep="X_handcrafted",
         tumor_signature=signature,
     )
     test = _handcrafted(_section(9, "test"))
@@ -200,7 +205,9 @@ def test_ridge_signature_tumor_head_follows_the_predicted_markers(tmp_path):
     assert abs(spearmanr(score, annotations["tumor_score"]).statistic) > 0.999
     assert "tumor_coef" not in model._arrays and "tumor_signature_coef" in model._arrays
     loaded = ht.models.Predictor.load(model.save(tmp_path / "m"))
-    np.testing.assert_allclose(loaded.predict_all(test)[1]["tumor_score"], annotations["tumor_score"], rtol=1e-5)
+    np.testing.assert_allclose(
+        loaded.predict_all(test)[1]["tumor_score"], annotations["tumor_score"], rtol=1e-5
+    )
 
 
 # -- hist2st bench robustness ---------------------------------------------------------------------------

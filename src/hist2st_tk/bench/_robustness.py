@@ -92,7 +92,9 @@ def bench_robustness(
         "*_ratio = perturbed / as scanned (goal >= 0.9).",
         "Recipes were chosen on C2-C6 folds; the C->B4 rows are the honest held-out test.",
     ]
-    write_report("robustness", table, out_dir=out, title="Robustness to imaging: HER2ST held-out sections", notes=notes)
+    write_report(
+        "robustness", table, out_dir=out, title="Robustness to imaging: HER2ST held-out sections", notes=notes
+    )
     return table
 
 

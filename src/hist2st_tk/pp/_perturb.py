@@ -146,7 +146,12 @@ def perturb(
     if stain_jitter is not None:
         alpha, beta = hed_factors(stain_jitter, seed=seed)
         rgb = hed_jitter(rgb, alpha, beta)
-        record["stain_jitter"] = {"strength": float(stain_jitter), "seed": seed, "alpha": alpha.tolist(), "beta": beta.tolist()}
+        record["stain_jitter"] = {
+            "strength": float(stain_jitter),
+            "seed": seed,
+            "alpha": alpha.tolist(),
+            "beta": beta.tolist(),
+        }
     if blur_um is not None:
         rgb = gaussian_blur(rgb, blur_um / source_mpp)
         record["blur_um"] = blur_um
