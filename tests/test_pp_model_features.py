@@ -74,9 +74,15 @@ def test_missing_features_name_the_call_that_makes_them(model):
 def test_default_model_is_shipped_with_its_card():
     from hist2st_tk.models._default import DEFAULT_MODEL_DIR
 
+    from hist2st_tk.tl._regions import NON_TUMOR_MARKERS, TUMOR_MARKERS
+
     model = ht.models.default_model()
-    assert model.method == "ridge" and len(model.genes) == 250 and "ERBB2" in model.genes
+    assert model.method == "ridge" and len(model.genes) > 250 and "ERBB2" in model.genes
+    # every marker of the tumor signature (all measured in the six sections), so that it scores in full
+    assert {*TUMOR_MARKERS, *NON_TUMOR_MARKERS} <= set(model.genes)
     assert model.trained_on == ["B4", "C2", "C3", "C4", "C5", "C6"]
+    assert model.mpp_range() == (0.25, 4.0) and model.novelty is not None
+    assert model.inputs["X_lite0_56um"]["working_mpp"] == 0.7
     card = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
     assert "her2st6-loso" in card and "Andersson" in card
     size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir())
@@ -88,9 +94,10 @@ def test_default_model_predicts_a_real_section(her2st_copy):
     sdata = her2st_copy("B4")
     ht.pp.model_features(sdata, progress=False)
     predicted = ht.tl.predict_expression(sdata)
-    assert predicted.shape == (sdata["table"].n_obs, 250)
+    assert predicted.shape == (sdata["table"].n_obs, len(ht.models.default_model().genes))
     summary = ht.tl.evaluate(sdata, key="predicted_ridge", label_key="tumor")
     assert summary["pearson"] > 0.2  # B4 is one of its training sections: a check of the plumbing only
+    assert sdata["table"].uns["predicted_ridge"]["novelty"]["fraction_out_of_distribution"] < 0.5
 
 
 def test_a_missing_default_model_says_how_to_make_it(tmp_path):

@@ -23,7 +23,7 @@ def default_model() -> Predictor:
     >>> import hist2st_tk as ht
     >>> model = ht.models.default_model()
     >>> model.method, len(model.genes), model.trained_on
-    ('ridge', 250, ['B4', 'C2', 'C3', 'C4', 'C5', 'C6'])
+    ('ridge', 258, ['B4', 'C2', 'C3', 'C4', 'C5', 'C6'])
     """
     return _load(DEFAULT_MODEL_DIR)
 

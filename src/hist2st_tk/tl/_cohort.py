@@ -110,9 +110,12 @@ def predict_slide(
 
     Nothing is written into ``sdata`` when the call fails (finished batches stay in ``checkpoint_dir``).
     """
+    from ._predict import warn_if_unsuitable
+
     start = time.perf_counter()
     model = _as_predictor(model)
     specs = feature_specs(model)
+    warn_if_unsuitable(sdata, model, table_key=table_key)
     batch_tiles = check_count(batch_tiles, "batch_tiles")
     table = get_table(sdata, table_key)
     if table.n_obs == 0:

@@ -28,6 +28,8 @@ OOD_WARN_FRACTION = 0.5
 MPP_TOLERANCE = 1.05
 #: An image whose every channel varies less than this (grey levels, standard deviation) is blank.
 BLANK_STD = 2.0
+#: The blank check reads the coarsest level of the image, subsampled to about this many pixels across.
+BLANK_CHECK_PX = 1024
 
 
 def fit_predictor(
@@ -233,8 +235,11 @@ def _warn_novel(summary: dict[str, float], key: str) -> None:
 
 def warn_if_unsuitable(sdata: SpatialData, model: Predictor, *, table_key: str = TABLE_KEY) -> list[str]:
     """Warn when the section's image is blank or its scale lies outside the range the model is meant
-    for (:meth:`~hist2st_tk.models.Predictor.mpp_range`, with 5% tolerance); returns the warnings. Reads only the coarsest
-    level of the image."""
+    for (:meth:`~hist2st_tk.models.Predictor.mpp_range`, with 5% tolerance); returns the warnings.
+
+    Reads only the coarsest level of the image (subsampled). Models that do not read image features
+    are not checked.
+    """
     from .._scale import get_mpp
     from .._sdata import image_levels, section_image_key
 
@@ -242,11 +247,14 @@ def warn_if_unsuitable(sdata: SpatialData, model: Predictor, *, table_key: str =
     if image_key is None or not model.inputs or "encoder" not in next(iter(model.inputs.values()), {}):
         return []
     messages = []
-    coarsest = np.asarray(image_levels(sdata.images[image_key])[-1].data)
-    if coarsest.size and float(coarsest.reshape(coarsest.shape[0], -1).std(axis=1).max()) < BLANK_STD:
+    level = image_levels(sdata.images[image_key])[-1]
+    step = max(1, max(level.shape[1:]) // BLANK_CHECK_PX)
+    pixels = np.asarray(level.data[:, ::step, ::step]).reshape(level.shape[0], -1).astype(np.float64)
+    if pixels.size and float(pixels.std(axis=1).max()) < BLANK_STD:
+        colour = pixels.mean(axis=1).round().tolist()
         messages.append(
-            f"The image {image_key!r} is blank (every pixel about {coarsest.reshape(coarsest.shape[0], -1).mean(axis=1).round().tolist()}): "
-            "predictions from it mean nothing. Is it a placeholder (e.g. an empty hires image)?"
+            f"The image {image_key!r} is blank (every pixel about {colour}): predictions from it mean "
+            "nothing. Is it a placeholder (e.g. an empty hires image)?"
         )
     allowed = model.mpp_range()
     try:
