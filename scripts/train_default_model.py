@@ -60,7 +60,7 @@ def robustness_table(path: str | None) -> str:
         return "(run `hist2st bench robustness` and pass its JSON with `--robustness`)"
     rows = pd.DataFrame(json.loads(Path(path).read_text())["rows"])
     rows = rows[rows["panel"] == "top250mean"]
-    columns = ["fold", "condition", "pearson", "pearson_ratio", "tumor_auc", "signature_auc", "fraction_ood"]
+    columns = ["fold", "condition", "pearson", "pearson_ratio", "tumor_auc", "tumor_auc_ratio"]
     return markdown_table(rows[columns].round(3))
 
 
@@ -97,7 +97,10 @@ them; panels chosen on the training sections of each fold; tumor AUC of the tumo
 {table}
 
 Reference (ridge on 112 um lite0 features, see docs/benchmarks.md): her2st6-loso 0.177 / 0.229
-(top250mean / top50var), C->B4 0.138 / 0.121, B4->C 0.070 / 0.082.
+(top250mean / top50var), C->B4 0.138 / 0.121, B4->C 0.070 / 0.082. The first default model (the same
+features, trained at 0.69 um/px only, tumor head on image components) scored her2st6-loso 0.227 / 0.328,
+C->B4 0.165 / 0.153 and B4->C 0.076 / 0.103, tumor AUC C->B4 0.672: training on 4 um/px renderings too
+costs about 0.03 on C->B4 at the training resolution and buys the coarse scans below.
 
 **Robustness** (`hist2st bench robustness`: the recipe fitted on each cross-patient fold, the held-out
 section(s) as scanned and perturbed by `ht.pp.perturb`; top250mean panel; the recipe was chosen on

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -77,7 +78,8 @@ def test_working_resolution_gives_the_same_features_at_any_finer_scale():
         _handcrafted(sdata, working_mpp=4.0)
     params = fine["table"].uns["X_handcrafted"]["params"]
     assert params["working_mpp"] == 4.0 and params["render_px"] == 14 and params["mpp"] == 1.0
-    assert coarse["table"].uns["X_handcrafted"]["params"]["render_px"] == 14
+    coarse_params = coarse["table"].uns["X_handcrafted"]["params"]
+    assert coarse_params["mpp"] == 2.0 and coarse_params["render_px"] == 14  # the rendering it claims
     a, b = (np.asarray(s["table"].obsm["X_handcrafted"]) for s in (fine, coarse))
     # the same tissue at 1 and 2 um/px: rendered at 4 um/px, the features agree closely ...
     rendered = np.corrcoef(a.ravel(), b.ravel())[0, 1]
@@ -243,3 +245,28 @@ def test_bench_robustness_table(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / "perturbed" / "stand_in").glob("B4__*.npz"))) == 2
     with pytest.raises(ValueError, match=r"Unknown perturbations \['nope'\]; known:"):
         _robustness.bench_robustness(["C->B4"], ["nope"], recipe="stand_in", out_dir=tmp_path)
+
+
+def test_mpp_range_covers_the_training_renderings():
+    base = _section(0, "t0")
+    coarse = ht.pp.perturb(base, mpp=4.0)  # the section as a 4 um/px scanner would have imaged it
+    train = [_handcrafted(sdata, working_mpp=0.5) for sdata in (base, coarse)]
+    model = ht.tl.fit_predictor(train, method="ridge", genes=3, use_rep="X_handcrafted")
+    assert model.training_mpp == [1.0, 4.0] and model.trained_on == ["t0"]
+    assert model.mpp_range() == (0.0, 4.0)
+    assert model.novelty is None  # one section: nothing held out to calibrate on
+    model.validated_mpp = (0.25, 4.0)
+    assert model.mpp_range() == (0.25, 4.0)
+
+
+@pytest.mark.parametrize(("key", "where"), [("counts", "layers['counts']"), ("spatial", "obsm['spatial']")])
+def test_key_added_never_overwrites_data_it_did_not_write(model, key, where):
+    section = _handcrafted(_section(11, "s"), working_mpp=4.0)
+    table = section["table"]
+    before = table.layers["counts"].copy(), table.obsm["spatial"].copy()
+    with pytest.raises(ValueError, match=re.escape(f"`key_added={key!r}` would overwrite {where}")):
+        ht.tl.predict_expression(section, model, key_added=key)
+    assert (table.layers["counts"] != before[0]).nnz == 0
+    np.testing.assert_array_equal(table.obsm["spatial"], before[1])
+    ht.tl.predict_expression(section, model, key_added="mine")
+    ht.tl.predict_expression(section, model, key_added="mine")  # its own key: replaced

@@ -79,16 +79,15 @@ def fit(paths: Sequence[str | Path], *, out: str | Path, **kwargs: Any) -> Path:
 
 
 def predict(paths: Sequence[str | Path], *, model: str | Path | None, key_added: str | None) -> None:
-    """:func:`hist2st_tk.tl.predict_expression` on each store, after computing the features the model
-    reads that the store lacks (:func:`hist2st_tk.pp.model_features`); written back into it."""
-    from . import pp, tl
+    """:func:`hist2st_tk.tl.predict_expression` on each store (which computes the features the model
+    reads that the store lacks); written back into it."""
+    from . import tl
     from .models import Predictor, default_model
 
     sections = read_sections(paths)
     loaded = Predictor.load(model) if model is not None else default_model()
     for sdata in sections:
         before = set(sdata.shapes)
-        pp.model_features(sdata, loaded)
         tl.predict_expression(sdata, loaded, key_added=key_added)
         save_changes(sdata, before)
 

@@ -183,9 +183,9 @@ class Predictor(ABC):
             self.genes = None
             raise
         if self.use_rep:  # models that read obsm features: their training distribution, for novelty
-            self.novelty = FeatureNovelty.fit(
-                [self._features(table, table_key, recorded=inputs) for table in tables], sections, seed=self.seed
-            )
+            # uncentred: a slide that looks unlike the training ones as a whole must stand out
+            raw = [self._features(table, table_key, recorded=inputs, center=False) for table in tables]
+            self.novelty = FeatureNovelty.fit(raw, sections, seed=self.seed)
         return self
 
     def predict(self, sdata: SpatialData, *, table_key: str = TABLE_KEY) -> pd.DataFrame:
@@ -209,7 +209,8 @@ class Predictor(ABC):
         result = self._predict(features)
         predicted, extra = result if isinstance(result, tuple) else (result, {})
         if self.novelty is not None:
-            extra = {**extra, "novelty": self.novelty.score(self._features(table, table_key, recorded=self.inputs))}
+            raw = self._features(table, table_key, recorded=self.inputs, center=False)
+            extra = {**extra, "novelty": self.novelty.score(raw)}
         index = table.obs_names.copy()
         expression_frame = pd.DataFrame(
             np.asarray(predicted, dtype=np.float32), index=index, columns=self.genes.copy()
@@ -220,15 +221,16 @@ class Predictor(ABC):
         """Microns per pixel of the images the model is meant for, ``(lowest, highest)``.
 
         ``validated_mpp`` when set (e.g. by the script that trains and benchmarks the default model);
-        else, for features rendered at a working resolution, any image at least that fine; else within
-        a factor 1.5 of the training images. ``None`` when the training images' scale is unknown.
+        else, for features rendered at a working resolution, any image at least as fine as that or as
+        the coarsest training image; else within a factor 1.5 of the training images. ``None`` when the
+        training images' scale is unknown.
         """
         if self.validated_mpp is not None:
             return (float(self.validated_mpp[0]), float(self.validated_mpp[1]))
+        known = [mpp for mpp in self.training_mpp if mpp]
         working = [spec["working_mpp"] for spec in self.inputs.values() if spec.get("working_mpp")]
         if working:
-            return (0.0, max(working))
-        known = [mpp for mpp in self.training_mpp if mpp]
+            return (0.0, max([*working, *known]))
         return (min(known) / 1.5, max(known) * 1.5) if known else None
 
     # -- inputs -----------------------------------------------------------------------------------
@@ -280,7 +282,11 @@ class Predictor(ABC):
                         raise ValueError(msg)
         return found
 
-    def _features(self, table, table_key: str, *, recorded: dict | None) -> np.ndarray:
+    def _features(
+        self, table, table_key: str, *, recorded: dict | None, center: bool | None = None
+    ) -> np.ndarray:
+        """The ``use_rep`` features of a table, spots x d, checked; centred when the model centres
+        (``center=None``) or as ``center`` says."""
         self._check_inputs(table, table_key, recorded=recorded)
         features = np.hstack([np.asarray(table.obsm[key], dtype=np.float32) for key in self.use_rep])
         if not np.isfinite(features).all():
@@ -290,7 +296,7 @@ class Predictor(ABC):
                 f"{len(rows)} spots, e.g. {format_ids(table.obs_names[rows])}."
             )
             raise ValueError(msg)
-        if self.center:
+        if self.center if center is None else center:
             features = features - features.mean(axis=0)
         return features
 

@@ -1,7 +1,8 @@
 """How unlike the training spots a spot's image features are: a novelty score calibrated to mean something.
 
 A predictor is trustworthy where its inputs look like what it was trained on. The score works in the
-model's own feature space (the features it reads, centred as it centres them): features are
+model's own feature space (the features it reads, before any centring per section, so that a slide
+unlike the training ones as a whole stands out): features are
 standardised with the training statistics and projected on the training sections' principal
 components; a spot's distance is the mean squared distance to its ``k`` nearest training spots in
 that projection plus its squared residual off the projection (what the components cannot express).

@@ -169,6 +169,7 @@ def predict_expression(
         model = Predictor.load(model)
     key = key_added or f"predicted_{model.method}"
     table = get_table(sdata, table_key)
+    _check_key_added(table, key, table_key)
     warn_if_unsuitable(sdata, model, table_key=table_key)
     snapshot = TableSnapshot(sdata, table_key)
     try:
@@ -202,6 +203,19 @@ def predict_expression(
     log_added(f"{table_key}.layers[{key!r}]", layer.shape)
     _write_annotations(table, annotations, key, table_key)
     return predicted
+
+
+def _check_key_added(table, key: str, table_key: str) -> None:
+    """Refuse a predictions key that names data this function did not write (counts, coordinates, features)."""
+    taken = [f"{where}[{key!r}]" for where in ("obsm", "layers") if key in getattr(table, where)]
+    entry = table.uns.get(key)
+    ours = isinstance(entry, dict) and "method" in entry.get("params", {})
+    if taken and not ours:
+        msg = (
+            f"`key_added={key!r}` would overwrite {' and '.join(taken)} of table {table_key!r}, which "
+            "predict_expression did not write; choose another name (default: 'predicted_{method}')."
+        )
+        raise ValueError(msg)
 
 
 def _write_annotations(table, annotations: pd.DataFrame, key: str, table_key: str) -> None:
