@@ -31,6 +31,9 @@ def model():
 # -- ht.pp.perturb ----------------------------------------------------------------------------------
 def test_perturb_moves_spots_and_scale_and_leaves_the_original():
     sdata = _section(0, "s")
+    table = sdata["table"]
+    table.layers["predicted_x"] = table.X.copy()  # predictions describe the original pixels: left out
+    table.uns["predicted_x"] = {"params": {"method": "ridge"}}
     image_before = np.asarray(sdata["s_he"].data).copy()
     coarse = ht.pp.perturb(sdata, mpp=2.0, jpeg_quality=40, blur_um=1.0, stain_jitter=0.05, seed=3)
     assert ht.io.get_mpp(coarse) == (2.0, "user")
@@ -40,6 +43,7 @@ def test_perturb_moves_spots_and_scale_and_leaves_the_original():
     centres = coarse["s_spots"].geometry
     np.testing.assert_allclose(centres.x, sdata["s_spots"].geometry.x / 2)
     np.testing.assert_allclose(coarse["s_spots"]["radius"], sdata["s_spots"]["radius"] / 2)
+    assert "predicted_x" not in coarse["table"].layers and "counts" in coarse["table"].layers
     record = coarse.attrs["hist2st_tk"]["perturbation"]
     assert record["jpeg_quality"] == 40 and record["stain_jitter"]["seed"] == 3
     assert len(record["stain_jitter"]["alpha"]) == 3

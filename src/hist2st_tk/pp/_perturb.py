@@ -96,8 +96,8 @@ def perturb(
     The degradations apply in the order of a real acquisition: the stain shift, then the blur, then
     the resampling to ``mpp``, then JPEG compression. The spots are moved to the new pixel grid and the
     new microns per pixel recorded (source ``"user"``). The result holds the image, the spots and the
-    table (its ``X``, ``layers``, ``obs``, ``var`` and ``obsm["spatial"]``); features and graphs of the
-    original are left out, since they describe the original pixels. The whole image is decoded.
+    table (its ``X``, ``layers``, ``obs``, ``var`` and ``obsm["spatial"]``); features, predictions and
+    graphs of the original are left out, since they describe the original pixels. The whole image is decoded.
 
     Parameters
     ----------
@@ -188,7 +188,7 @@ def _rebuilt(sdata, table, table_key: str, key: str, rgb: np.ndarray, scale: tup
         X=table.X.copy(),
         obs=table.obs.copy(),
         var=table.var.copy(),
-        layers={name: layer.copy() for name, layer in table.layers.items()},
+        layers={name: layer.copy() for name, layer in table.layers.items() if not _is_prediction(table, name)},
     )
     if "spatial" in table.obsm:
         new_table.obsm["spatial"] = np.asarray(table.obsm["spatial"], dtype=np.float64) * np.asarray(scale)
@@ -198,6 +198,12 @@ def _rebuilt(sdata, table, table_key: str, key: str, rgb: np.ndarray, scale: tup
         shapes={spots_key: ShapesModel.parse(spots)},
         tables={table_key: new_table},
     )
+
+
+def _is_prediction(table, key: str) -> bool:
+    """Whether ``key`` holds predictions (its ``uns`` entry records the method that made them)."""
+    entry = table.uns.get(key)
+    return isinstance(entry, dict) and "method" in entry.get("params", {})
 
 
 def _check_strength(strength: float) -> float:
