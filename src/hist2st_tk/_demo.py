@@ -124,7 +124,7 @@ def run_demo(
             cv=cv,
             clusters=clusters,
             aucs={
-                "tumor head (image features)": head_auc,
+                "tumor head (logistic on the marker signature of its predictions)": head_auc,
                 "marker signature (predicted expression)": signature_auc,
             },
             regions=regions,
