@@ -130,7 +130,9 @@ def test_offline_download_says_what_to_do(tmp_path):
     def offline(url, output_file, pooch_instance, check_only=False):
         raise requests.ConnectionError("no network")
 
-    with pytest.raises(OSError, match="could not be downloaded.*Offline\\? .*HIST2ST_TK_DATA"):
+    with pytest.raises(
+        OSError, match=r"could not be downloaded.*Offline\? .*HIST2ST_TK_DATA to the folder that contains her2st/"
+    ):
         ht.datasets.her2st("C2", data_dir=tmp_path, downloader=offline)
 
 

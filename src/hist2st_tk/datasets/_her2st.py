@@ -179,7 +179,9 @@ def _fetch(file: _File, root: Path, *, downloader: Callable | None = None) -> Pa
     except (requests.RequestException, OSError) as err:
         msg = (
             f"HER2ST file {file.local!r} is not in {str(root)!r} and could not be downloaded from {url} "
-            f"({type(err).__name__}: {err}). Offline? Put the files there, or set HIST2ST_TK_DATA."
+            f"({type(err).__name__}: {err}). Offline? Put the files there, or set HIST2ST_TK_DATA to the "
+            "folder that contains her2st/ (not to her2st/ itself), or pass `data_dir=` the folder holding "
+            "the section folders (B4/, C2/, ...)."
         )
         raise OSError(msg) from err
     return Path(path)
