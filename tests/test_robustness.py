@@ -274,3 +274,11 @@ def test_key_added_never_overwrites_data_it_did_not_write(model, key, where):
     np.testing.assert_array_equal(table.obsm["spatial"], before[1])
     ht.tl.predict_expression(section, model, key_added="mine")
     ht.tl.predict_expression(section, model, key_added="mine")  # its own key: replaced
+
+
+def test_predict_slide_warns_once_before_streaming(model, caplog):
+    slide = _section(7, "slide", mpp=8.0)
+    with caplog.at_level(logging.WARNING, logger="hist2st_tk"):
+        ht.tl.predict_slide(slide, model, batch_tiles=16)
+    assert caplog.text.count("outside the range the 'ridge' model is meant for") == 1
+    assert "predicted_ridge_novelty" in slide["table"].obs

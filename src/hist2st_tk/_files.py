@@ -1,9 +1,12 @@
-"""Model directories on disk: tensors in safetensors beside a JSON config, written atomically, read safely."""
+"""Files on disk written atomically: model directories (tensors in safetensors beside a JSON config) and
+single files; read safely."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +26,17 @@ def package_version() -> str:
         return version("hist2st-tk")
     except PackageNotFoundError:  # pragma: no cover - source tree without install
         return "unknown"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary sibling and rename it into place: the file is complete or absent."""
+    staging = path.with_name(f".{path.name}.writing-{uuid.uuid4().hex[:8]}")
+    try:
+        staging.write_bytes(data)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
 
 
 def check_writable_dir(path: str | Path, *, overwrite: bool) -> Path:

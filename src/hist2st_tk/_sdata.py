@@ -170,6 +170,12 @@ def with_table(sdata: SpatialData, table_key: str, table: ad.AnnData) -> Spatial
 PREDICTED_PREFIX = "predicted_"
 
 
+def written_by_prediction(table: ad.AnnData, key: str) -> bool:
+    """Whether ``key`` names predictions (its ``uns`` entry records the method that made them)."""
+    entry = table.uns.get(key)
+    return isinstance(entry, dict) and isinstance(entry.get("params"), dict) and "method" in entry["params"]
+
+
 def prediction_keys(table: ad.AnnData) -> list[str]:
     """``obsm`` keys holding predictions (DataFrames named ``predicted_*``), oldest first."""
     return [

@@ -8,6 +8,7 @@ JPEG compression, a stain shift, blur. Every prediction goes through the one cal
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,9 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._files import atomic_write
 from .._logging import logger
-from .._protocols import HER2ST6, PANELS
-from ._accuracy import DEFAULT_RECIPE, METHODS, fit_recipe, load_sections
+from .._protocols import HER2ST6, PANELS, protocol_folds
+from ._accuracy import DEFAULT_RECIPE, METHODS, _describe_features, fit_recipe, load_sections
 from ._report import write_report
 
 #: Named perturbations of a held-out section: keyword arguments of :func:`hist2st_tk.pp.perturb`.
@@ -32,9 +34,11 @@ PERTURBATIONS: dict[str, dict[str, Any]] = {
     "blur 2 um": {"blur_um": 2.0},
 }
 
-_PATIENT_C = [s for s in HER2ST6 if s != "B4"]
 #: The folds of ``her2st-cross-patient``: name -> (training sections, held-out sections).
-FOLDS: dict[str, tuple[list[str], list[str]]] = {"C->B4": (_PATIENT_C, ["B4"]), "B4->C": (["B4"], _PATIENT_C)}
+FOLDS: dict[str, tuple[list[str], list[str]]] = {
+    name: (train, test)
+    for name, train, test in protocol_folds("her2st-cross-patient", {s: s[0] for s in HER2ST6})
+}
 KEY = "predicted"
 
 
@@ -82,7 +86,7 @@ def bench_robustness(
     table = _with_ratios(pd.DataFrame(rows))
     figure(table, out / "robustness.png")
     notes = [
-        f"Recipe: {recipe} ({_describe(recipe)}), fitted on the training sections of each fold; gene panels "
+        f"Recipe: {recipe} ({_describe_features(METHODS[recipe])}), fitted on the training sections of each fold; gene panels "
         "chosen on them (top250mean, top50var) and scored from one model predicting their union plus the "
         "tumor signature's markers.",
         "Held-out section(s) as scanned (0.69 um/px JPEG) and perturbed by ht.pp.perturb; features computed "
@@ -98,14 +102,9 @@ def bench_robustness(
     return table
 
 
-def _describe(recipe: str) -> str:
-    spec = METHODS[recipe]
-    extra = f", training renderings at {spec['augment_mpp']} um/px" if spec.get("augment_mpp") else ""
-    return f"{spec['method']} on {', '.join(spec['use_rep'])}{extra}"
-
-
 def _perturbed(sdata, condition: str, cache: Path):
-    """The perturbed section, with its features cached (``{sample}__{condition}.npz`` + ``.json``)."""
+    """The perturbed section, with its features cached (``{sample}__{condition}.json`` + ``.npz``; the
+    ``.npz``, written last and atomically, marks a complete entry)."""
     from ..pp import perturb
 
     perturbed = perturb(sdata, **PERTURBATIONS[condition])
@@ -128,9 +127,11 @@ def _save_features(sdata, model) -> None:
     table = sdata["table"]
     keys = [k for k in model.use_rep if k in table.obsm and "aggregated_from" not in model.inputs.get(k, {})]
     Path(stem).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(Path(stem).with_suffix(".npz"), **{k: np.asarray(table.obsm[k]) for k in keys})
     params = {k: json.loads(json.dumps(table.uns[k], default=_plain)) for k in keys}
-    Path(stem).with_suffix(".json").write_text(json.dumps(params))
+    atomic_write(Path(stem).with_suffix(".json"), json.dumps(params).encode())
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(table.obsm[k]) for k in keys})
+    atomic_write(Path(stem).with_suffix(".npz"), buffer.getvalue())
 
 
 def _plain(value):

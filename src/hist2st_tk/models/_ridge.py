@@ -152,10 +152,13 @@ class RidgePredictor(Predictor):
         self._arrays["tumor_signature_coef"] = classifier.coef_.ravel()
         self._arrays["tumor_intercept"] = classifier.intercept_
 
-    def _expression(self, features: np.ndarray) -> np.ndarray:
+    def _components(self, features: np.ndarray) -> np.ndarray:
+        """Principal component scores of standardised features."""
         a = self._arrays
-        scores = ((features - a["scaler_mean"]) / a["scaler_scale"] - a["pca_mean"]) @ a["pca_components"].T
-        return scores @ a["coef"].T + a["intercept"]
+        return ((features - a["scaler_mean"]) / a["scaler_scale"] - a["pca_mean"]) @ a["pca_components"].T
+
+    def _expression(self, features: np.ndarray) -> np.ndarray:
+        return self._components(features) @ self._arrays["coef"].T + self._arrays["intercept"]
 
     def _predict(self, features: np.ndarray):
         a = self._arrays
@@ -163,7 +166,7 @@ class RidgePredictor(Predictor):
         if features.shape[1] != expected:
             msg = f"The model reads {expected} features per spot, got {features.shape[1]}."
             raise ValueError(msg)
-        scores = ((features - a["scaler_mean"]) / a["scaler_scale"] - a["pca_mean"]) @ a["pca_components"].T
+        scores = self._components(features)
         expression = scores @ a["coef"].T + a["intercept"]
         if "tumor_signature_coef" in a:
             logit = self._signature(expression) * a["tumor_signature_coef"][0] + a["tumor_intercept"][0]

@@ -16,7 +16,14 @@ import numpy as np
 from .._constants import TABLE_KEY
 from .._logging import logger
 from .._scale import check_mpp, get_mpp, set_mpp
-from .._sdata import get_table, image_levels, resolve_image_key, section_image_key, spots_key_of
+from .._sdata import (
+    get_table,
+    image_levels,
+    resolve_image_key,
+    section_image_key,
+    spots_key_of,
+    written_by_prediction,
+)
 from .._validate import check_microns
 
 if TYPE_CHECKING:
@@ -188,7 +195,7 @@ def _rebuilt(sdata, table, table_key: str, key: str, rgb: np.ndarray, scale: tup
         X=table.X.copy(),
         obs=table.obs.copy(),
         var=table.var.copy(),
-        layers={name: layer.copy() for name, layer in table.layers.items() if not _is_prediction(table, name)},
+        layers={name: layer.copy() for name, layer in table.layers.items() if not written_by_prediction(table, name)},
     )
     if "spatial" in table.obsm:
         new_table.obsm["spatial"] = np.asarray(table.obsm["spatial"], dtype=np.float64) * np.asarray(scale)
@@ -198,12 +205,6 @@ def _rebuilt(sdata, table, table_key: str, key: str, rgb: np.ndarray, scale: tup
         shapes={spots_key: ShapesModel.parse(spots)},
         tables={table_key: new_table},
     )
-
-
-def _is_prediction(table, key: str) -> bool:
-    """Whether ``key`` holds predictions (its ``uns`` entry records the method that made them)."""
-    entry = table.uns.get(key)
-    return isinstance(entry, dict) and "method" in entry.get("params", {})
 
 
 def _check_strength(strength: float) -> float:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._files import atomic_write
 from .._logging import format_ids, log_added, logger
 from .._sdata import get_table, with_table
 from .._validate import check_count
@@ -156,7 +157,9 @@ def predict_slide(
     work = with_table(sdata, table_key, new_table)
     patch_keys = _add_patches(work, specs, table_key)
     context = model_features(work, model, progress=False, table_key=table_key)  # from the streamed features
-    predicted = _quiet(_predict_expression)(work, model, key_added=key_added, table_key=table_key)
+    predicted = _quiet(_predict_expression)(
+        work, model, key_added=key_added, compute_features=False, table_key=table_key
+    )
     result = work.tables[table_key]
     result.uns["predict_slide"] = {
         "batch_tiles": batch_tiles,
@@ -395,7 +398,7 @@ class _Checkpoint:
                 raise FileExistsError(msg)
         else:
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic_write(manifest, json.dumps({"fingerprint": fingerprint}).encode())
+            atomic_write(manifest, json.dumps({"fingerprint": fingerprint}).encode())
         return cls(folder)
 
     def _path(self, number: int) -> Path:
@@ -421,7 +424,7 @@ class _Checkpoint:
         arrays = {f"features/{key}": value for key, value in batch["features"].items()}
         params = json.dumps(batch["params"], default=_plain)
         np.savez(buffer, ids=batch["ids"], skipped=batch["skipped"], params=np.asarray(params), **arrays)
-        _atomic_write(self._path(number), buffer.getvalue())
+        atomic_write(self._path(number), buffer.getvalue())
 
 
 def _plain(value):
@@ -432,17 +435,6 @@ def _plain(value):
         return value.tolist()
     msg = f"Cannot store {type(value).__name__} in a checkpoint."
     raise TypeError(msg)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling and rename it into place: the file is complete or absent."""
-    staging = path.with_name(f".{path.name}.writing-{uuid.uuid4().hex[:8]}")
-    try:
-        staging.write_bytes(data)
-        os.replace(staging, path)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
 
 
 def predict_cohort(
@@ -573,7 +565,7 @@ def predict_cohort(
         records = [_run_slide(**job, model=payload, options=options, torch_threads=None) for job in jobs]
 
     report = pd.DataFrame(records, columns=list(REPORT_COLUMNS))
-    _atomic_write(out / REPORT_FILE, report.to_csv(index=False).encode())
+    atomic_write(out / REPORT_FILE, report.to_csv(index=False).encode())
     _write_patients(report, out, key=f"predicted_{checked.method}")
     counts = report["status"].value_counts().to_dict()
     logger.info("cohort of %d slides: %s; report in %s", len(report), counts, out / REPORT_FILE)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .._constants import TABLE_KEY
 from .._logging import log_added, logger
-from .._sdata import get_table
+from .._sdata import get_table, written_by_prediction
 from ..models._novelty import FeatureNovelty
 
 if TYPE_CHECKING:
@@ -132,8 +132,9 @@ def predict_expression(
     key_added
         Name of the predictions; by default ``"predicted_{method}"``.
     compute_features
-        Compute the features the model reads that the table lacks (with a progress bar). ``False``
-        requires them to be there already (an error names the call that makes them).
+        Check the image (:func:`warn_if_unsuitable`) and compute the features the model reads that the
+        table lacks (with a progress bar). ``False`` requires them to be there already (an error names
+        the call that makes them) and leaves the image unchecked.
     progress
         Show a progress bar while features are computed.
     table_key
@@ -170,7 +171,8 @@ def predict_expression(
     key = key_added or f"predicted_{model.method}"
     table = get_table(sdata, table_key)
     _check_key_added(table, key, table_key)
-    warn_if_unsuitable(sdata, model, table_key=table_key)
+    if compute_features:  # before any feature is computed (a caller that made them checked already)
+        warn_if_unsuitable(sdata, model, table_key=table_key)
     snapshot = TableSnapshot(sdata, table_key)
     try:
         if compute_features:
@@ -208,9 +210,7 @@ def predict_expression(
 def _check_key_added(table, key: str, table_key: str) -> None:
     """Refuse a predictions key that names data this function did not write (counts, coordinates, features)."""
     taken = [f"{where}[{key!r}]" for where in ("obsm", "layers") if key in getattr(table, where)]
-    entry = table.uns.get(key)
-    ours = isinstance(entry, dict) and "method" in entry.get("params", {})
-    if taken and not ours:
+    if taken and not written_by_prediction(table, key):
         msg = (
             f"`key_added={key!r}` would overwrite {' and '.join(taken)} of table {table_key!r}, which "
             "predict_expression did not write; choose another name (default: 'predicted_{method}')."
@@ -251,14 +251,13 @@ def warn_if_unsuitable(sdata: SpatialData, model: Predictor, *, table_key: str =
     """Warn when the section's image is blank or its scale lies outside the range the model is meant
     for (:meth:`~hist2st_tk.models.Predictor.mpp_range`, with 5% tolerance); returns the warnings.
 
-    Reads only the coarsest level of the image (subsampled). Models that do not read image features
-    are not checked.
+    Reads only the coarsest level of the image (subsampled). A section without an image is not checked.
     """
     from .._scale import get_mpp
     from .._sdata import image_levels, section_image_key
 
     image_key = section_image_key(sdata, get_table(sdata, table_key))
-    if image_key is None or not model.inputs or "encoder" not in next(iter(model.inputs.values()), {}):
+    if image_key is None:
         return []
     messages = []
     level = image_levels(sdata.images[image_key])[-1]
