@@ -37,9 +37,9 @@ def test_demo_runs_the_main_job_and_writes_a_report(data_root, tmp_path, capsys)
     assert f"Demo report: {(out / 'report.md').resolve()}" in capsys.readouterr().out
 
 
-def test_demo_needs_the_test_section_and_another(tmp_path):
-    with pytest.raises(ValueError, match="must hold the test section 'B4' and at least one other"):
-        main(["demo", "--out", str(tmp_path), "--sections", "C3", "C4"])
+def test_demo_needs_the_test_section_and_another(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--sections", "C3", "C4"]) == 1
+    assert "must hold the test section 'B4' and at least one other" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -74,14 +74,53 @@ def test_features_fit_predict_evaluate_on_stores(section_stores, tmp_path, capsy
     assert f"Model written to {model_dir}" in capsys.readouterr().out
 
 
-def test_steps_refuse_a_path_that_is_not_a_store(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"Not a SpatialData \.zarr store: .*nothing\.zarr"):
-        main(["predict", str(tmp_path / "nothing.zarr"), "--model", str(tmp_path)])
+def test_an_error_is_one_line_and_exit_status_1(tmp_path, capsys):
+    missing = tmp_path / "nothing.zarr"
+    assert main(["predict", str(missing), "--model", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"hist2st predict: error: FileNotFoundError: No SpatialData store at {str(missing)!r}. Make one with "
+        "`hist2st read` or `ht.io.write_zarr(sdata, path)`. (--debug shows the traceback)\n"
+    )
 
 
-def test_hyper_parameters_must_be_name_value(section_stores, tmp_path):
-    with pytest.raises(ValueError, match="Hyper-parameters are NAME=VALUE, got 'max_epochs'"):
-        main(["fit", section_stores[0], "--out", str(tmp_path / "m"), "--param", "max_epochs"])
+def test_debug_raises_the_error_with_its_traceback(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"No SpatialData store at .*nothing\.zarr"):
+        main(["predict", str(tmp_path / "nothing.zarr"), "--debug"])
+    with pytest.raises(FileNotFoundError, match="No SpatialData store"):
+        main(["--debug", "predict", str(tmp_path / "nothing.zarr")])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "{store}", "--out", "{tmp}/m", "--method", "nope"], "ValueError: Unknown method 'nope'"),
+        (["features", "{store}", "--patch-um", "-5"], "patch"),
+        (["predict", "{store}", "--model", "{tmp}/no_model"], "no_model"),
+        (["evaluate", "{store}", "--key", "predicted_nothing"], "predicted_nothing"),
+    ],
+)
+def test_runtime_errors_of_every_step_are_one_line(section_stores, tmp_path, capsys, argv, message):
+    argv = [arg.format(store=section_stores[0], tmp=tmp_path) for arg in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"hist2st {argv[0]}: error: ") and message in err
+
+
+def test_version_is_printed(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"hist2st {version('hist2st-tk')}\n"
+
+
+def test_hyper_parameters_must_be_name_value(section_stores, tmp_path, capsys):
+    assert main(["fit", section_stores[0], "--out", str(tmp_path / "m"), "--param", "max_epochs"]) == 1
+    assert "ValueError: Hyper-parameters are NAME=VALUE, got 'max_epochs'" in capsys.readouterr().err
 
 
 def test_hyper_parameters_are_typed():

@@ -201,3 +201,102 @@ def test_get_and_set_mpp_errors(st_files):
 def test_sample_name_that_cannot_name_elements(st_files):
     with pytest.raises(ValueError, match="The sample name 'my sample' cannot name SpatialData elements"):
         read(st_files(), sample="my sample")
+
+
+# --- damaged files: each error names the file and what is wrong in it ----------------------------
+
+
+@pytest.mark.parametrize("which", ["counts", "spots"])
+def test_empty_file_is_named(st_files, which):
+    paths = st_files()
+    paths[which].write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"The {which} file '.*{paths[which].name}' is empty\."):
+        read(paths)
+
+
+def _edit_counts(paths, spot: str, value) -> None:
+    counts = pd.read_csv(paths["counts"], sep="\t", index_col=0).astype(float)
+    counts.loc[spot, "GNAS"] = value
+    counts.to_csv(paths["counts"], sep="\t")
+
+
+def test_negative_counts_are_refused(st_files):
+    paths = st_files()
+    counts = pd.read_csv(paths["counts"], sep="\t", index_col=0)
+    counts.loc["3x2"] = -5  # a whole row of -5
+    counts.to_csv(paths["counts"], sep="\t")
+    with pytest.raises(
+        ValueError,
+        match=r"counts file '.*counts\.tsv\.gz' has negative counts for 1 spot\(s\): '3x2'; .*non-negative",
+    ):
+        read(paths)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_or_infinite_counts_are_refused_at_read(st_files, value):
+    paths = st_files()
+    _edit_counts(paths, "2x4", value)
+    _edit_counts(paths, "5x5", value)
+    with pytest.raises(
+        ValueError,
+        match=r"counts file '.*counts\.tsv\.gz' has NaN or infinite counts for 2 spot\(s\): '2x4', '5x5'",
+    ):
+        read(paths)
+
+
+def _edit_spots(paths, row: int, column: str, value) -> None:
+    spots = pd.read_csv(paths["spots"], sep="\t").astype({column: object})
+    spots.loc[row, column] = value
+    spots.to_csv(paths["spots"], sep="\t", index=False)
+
+
+def test_non_numeric_pixel_position_names_column_and_file(st_files):
+    paths = st_files()
+    _edit_spots(paths, 1, "pixel_x", "40px")
+    with pytest.raises(
+        ValueError,
+        match=r"Column 'pixel_x' of the spots file '.*selection\.tsv' must hold finite numbers; it has '40px' \(line 3\)",
+    ):
+        read(paths)
+
+
+def test_missing_pixel_position_is_refused(st_files):
+    paths = st_files()
+    _edit_spots(paths, 0, "pixel_y", np.nan)
+    with pytest.raises(
+        ValueError,
+        match=r"Column 'pixel_y' of the spots file '.*selection\.tsv'.* it has an empty field \(line 2\)",
+    ):
+        read(paths)
+
+
+def test_unselected_rows_are_not_checked(st_files):
+    paths = st_files()
+    _edit_spots(paths, 0, "pixel_x", "40px")
+    _edit_spots(paths, 0, "selected", 0)
+    assert read(paths).tables["table"].n_obs == 24
+
+
+def test_fractional_grid_position_is_refused(st_files):
+    paths = st_files()
+    spots = pd.read_csv(paths["spots"], sep="\t").astype({"x": float})
+    row = spots.index[(spots["x"] == 3) & (spots["y"] == 4)][0]
+    spots.loc[row, "x"] = 3.5  # was truncated to the spot "3x4" before
+    spots.to_csv(paths["spots"], sep="\t", index=False)
+    counts = pd.read_csv(paths["counts"], sep="\t", index_col=0).rename(index={"3x4": "3.5x4"})
+    counts.to_csv(paths["counts"], sep="\t")
+    with pytest.raises(
+        ValueError,
+        match=rf"Column 'x' of the spots file '.*selection\.tsv' must hold whole array grid positions; "
+        rf"it has 3\.5 \(line {row + 2}\), spot\(s\) '3\.5x4'",
+    ):
+        read(paths)
+
+
+def test_failed_read_leaves_no_file(st_files):
+    paths = st_files()
+    _edit_counts(paths, "1x1", -1)
+    before = sorted(paths["counts"].parent.iterdir())
+    with pytest.raises(ValueError, match="negative counts"):
+        read(paths)
+    assert sorted(paths["counts"].parent.iterdir()) == before

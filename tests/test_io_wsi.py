@@ -100,3 +100,34 @@ def test_corrupted_tile_costs_only_the_patches_touching_it(tmp_path, he_rgb):
     )  # same chunk, good tile
     with pytest.raises(UnreadableImageError, match="corrupted part of the image file"):
         reader.crop(600, 600, 50)
+
+
+def write_rgb_tiff(path, rgb: np.ndarray, *, mpp_x: float, mpp_y: float):
+    """A one-level tiled RGB TIFF whose resolution tags give ``mpp_x`` and ``mpp_y`` microns per pixel."""
+    tifffile.imwrite(
+        path,
+        rgb,
+        photometric="rgb",
+        tile=(256, 256),
+        resolution=(1e4 / mpp_x, 1e4 / mpp_y),  # pixels per centimetre
+        resolutionunit="CENTIMETER",
+    )
+    return path
+
+
+def test_read_wsi_refuses_non_square_pixels_unless_mpp_is_given(tmp_path, he_rgb):
+    path = write_rgb_tiff(tmp_path / "aniso.tiff", he_rgb[:512, :512], mpp_x=0.5, mpp_y=2.0)
+    with pytest.raises(
+        ValueError,
+        match=r"The slide '.*aniso\.tiff' records non-square pixels: 0\.5 um per pixel in x and 2 um in y\. "
+        r".*pass it explicitly as `mpp=`",
+    ):
+        ht.io.read_wsi(path)
+    assert ht.io.get_mpp(ht.io.read_wsi(path, mpp=0.5)) == (0.5, "user")
+
+
+@pytest.mark.parametrize(("mpp_x", "mpp_y"), [(0.25, 0.25), (0.5, 0.502)])
+def test_read_wsi_square_pixels_within_one_percent_use_their_mean(tmp_path, he_rgb, mpp_x, mpp_y):
+    path = write_rgb_tiff(tmp_path / "square.tiff", he_rgb[:512, :512], mpp_x=mpp_x, mpp_y=mpp_y)
+    mpp, source = ht.io.get_mpp(ht.io.read_wsi(path))
+    assert source == "slide_metadata" and mpp == pytest.approx((mpp_x + mpp_y) / 2)

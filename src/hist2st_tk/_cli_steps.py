@@ -13,34 +13,23 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ._constants import TABLE_KEY
-from ._logging import logger
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
 def read_sections(paths: Sequence[str | Path]) -> list[SpatialData]:
-    """The SpatialData stores at ``paths``, or an error naming the ones that are not ``.zarr`` stores."""
-    from spatialdata import read_zarr
+    """The SpatialData stores at ``paths``, or an error naming the first that is not a ``.zarr`` store."""
+    from .io import read_zarr
 
-    missing = [str(p) for p in paths if not Path(p).is_dir()]
-    if missing:
-        msg = (
-            f"Not a SpatialData .zarr store: {missing}. Write one with `ht.io.write_zarr(sdata, path)` "
-            "(or `hist2st demo`, which writes one per HER2ST section)."
-        )
-        raise FileNotFoundError(msg)
     return [read_zarr(p) for p in paths]
 
 
 def save_changes(sdata: SpatialData, before: set[str]) -> list[str]:
-    """Write the table and every element added since ``before`` into the section's own store."""
-    names = [TABLE_KEY, *sorted(set(sdata.shapes) - before)]
-    # spatialdata refuses to overwrite an element of the store it reads from: remove it first
-    sdata.delete_element_from_disk(TABLE_KEY)
-    sdata.write_element(names)
-    logger.info("updated %s in %s", names, sdata.path)
-    return names
+    """Write the table and every element added since ``before`` into the section's own store, crash-safe."""
+    from .io import update_zarr
+
+    return update_zarr(sdata, [TABLE_KEY, *sorted(set(sdata.shapes) - before)])
 
 
 def parse_hparams(pairs: Sequence[str]) -> dict[str, Any]:

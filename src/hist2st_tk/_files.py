@@ -1,14 +1,26 @@
-"""Files on disk written atomically: model directories (tensors in safetensors beside a JSON config) and
-single files; read safely."""
+"""Files on disk written atomically: model directories (tensors in safetensors beside a JSON config),
+stores and single files; read safely.
+
+A write goes to a hidden sibling named after the writing process (``.NAME.writing-PID-TAG``) and is
+renamed into place. A directory that already exists is exchanged with its replacement in one step
+where the system allows it (Linux ``renameat2``), so that the path always holds the old or the new
+copy, whole. :func:`recover` finishes or undoes what a killed writer left behind.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import re
 import shutil
-import tempfile
+import sys
 import uuid
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ._logging import logger
 
 if TYPE_CHECKING:
     import torch
@@ -16,6 +28,8 @@ if TYPE_CHECKING:
 
 WEIGHTS_FILE = "weights.safetensors"
 _SHOWN = 5
+# the kinds of hidden siblings a write makes: the new copy, and the old one moved aside
+_STAGING = re.compile(r"^\.(?P<target>.+)\.(?P<kind>writing|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
 def package_version() -> str:
@@ -30,7 +44,7 @@ def package_version() -> str:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary sibling and rename it into place: the file is complete or absent."""
-    staging = path.with_name(f".{path.name}.writing-{uuid.uuid4().hex[:8]}")
+    staging = staging_path(path)
     try:
         staging.write_bytes(data)
         os.replace(staging, path)
@@ -56,37 +70,128 @@ def write_model_dir(
 ) -> Path:
     """Write ``weights.safetensors`` and ``config_file`` into the directory ``path``, all or nothing.
 
-    The files go to a temporary sibling directory that is renamed into place; an old ``path`` is moved
-    aside first and deleted only once the new one is in place.
+    The files go to a staging sibling that replaces ``path`` in one step (:func:`replace_dir`);
+    their permissions follow the user's umask, so that others (or dask workers) can read a shared model.
     """
     from safetensors.torch import save_file
 
     path = check_writable_dir(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    recover(path)
+    staging = staging_path(path)
     try:
-        save_file({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, str(staging / WEIGHTS_FILE))
+        staging.mkdir()
+        weights = staging / WEIGHTS_FILE
+        save_file({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, str(weights))
+        weights.chmod(_default_mode())  # safetensors creates its file 0600
         (staging / config_file).write_text(config_text)
-        _replace_dir(staging, path)
+        replace_dir(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
 
 
-def _replace_dir(staging: Path, path: Path) -> None:
+def staging_path(path: Path, kind: str = "writing") -> Path:
+    """A hidden sibling of ``path`` for a write in progress, named after this process so that a later
+    call tells the leftover of a killed run (:func:`recover`) from a write still running."""
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def replace_dir(staging: Path, path: Path) -> None:
+    """Put the directory ``staging`` at ``path``; an old ``path`` is replaced whole and deleted.
+
+    Where the system can exchange two directories in one step, ``path`` never stops holding a
+    complete copy. Elsewhere the old copy is moved aside first; :func:`recover` puts it back when
+    the process dies between the two renames.
+    """
     if not path.exists():
-        staging.rename(path)
+        os.rename(staging, path)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-    old.rmdir()
-    path.rename(old)
+    if _exchange(staging, path):
+        shutil.rmtree(staging, ignore_errors=True)  # it now holds the old copy
+        return
+    old = staging_path(path, "old")
+    os.rename(path, old)
     try:
-        staging.rename(path)
+        os.rename(staging, path)
     except BaseException:
-        old.rename(path)
+        os.rename(old, path)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # pragma: no cover - glibc older than 2.28
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # pragma: no cover - e.g. some network file systems
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def recover(path: str | Path) -> list[Path]:
+    """Clean up after writers of ``path`` that were killed: put a copy moved aside back when ``path`` is
+    missing, delete their staging siblings, and warn about each. Returns the siblings deleted."""
+    path = Path(path)
+    removed = []
+    for sibling, kind, pid in _leftovers(path):
+        if _alive(pid):
+            continue
+        if kind == "old" and not path.exists():
+            os.rename(sibling, path)
+            warnings.warn(f"Restored {str(path)!r} from {sibling.name}, left by an interrupted write.", stacklevel=2)
+            continue
+        _remove(sibling)
+        removed.append(sibling)
+    if removed:
+        names = ", ".join(s.name for s in removed)
+        logger.warning("removed %d leftover(s) of interrupted writes of %s: %s", len(removed), path, names)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _leftovers(path: Path) -> list[tuple[Path, str, int]]:
+    if not path.parent.is_dir():
+        return []
+    found = []
+    for sibling in path.parent.iterdir():
+        match = _STAGING.match(sibling.name)
+        if match and match["target"] == path.name:
+            found.append((sibling, match["kind"], int(match["pid"])))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _default_mode() -> int:
+    """The permissions of a new file under the user's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def read_weights(file: Path) -> dict[str, torch.Tensor]:

@@ -11,11 +11,16 @@ if TYPE_CHECKING:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ._files import package_version
     from .datasets import HER2ST_SECTIONS
 
     parser = argparse.ArgumentParser(
         prog="hist2st",
         description="Predict spatial gene expression from H&E histology (hist2st_tk).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (accepted anywhere on the line)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
@@ -384,8 +389,30 @@ def _run_bench(args) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``hist2st``; returns the exit status."""
-    args = _parser().parse_args(argv)
+    """Entry point of ``hist2st``; returns the exit status.
+
+    An error prints one line to stderr and returns 1 (2 for a wrong command line, 130 when
+    interrupted); ``--debug`` raises it with its traceback instead.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = _parser().parse_args([arg for arg in argv if arg != "--debug"])
+    try:
+        _run(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"hist2st {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        print(f"hist2st {args.command}: error: {_one_line(err)} (--debug shows the traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(args) -> None:
     if args.command == "demo":
         import matplotlib
 
@@ -400,7 +427,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _run_bench(args)
     else:
         _run_step(args)
-    return 0
+
+
+def _one_line(err: BaseException) -> str:
+    """``err`` as one line: its message (a KeyError's without the quotes) after its type."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    text = " ".join(text.split()) or "(no message)"
+    return f"{type(err).__name__}: {text}"
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from ._elements import (
     spot_circles,
     spots_table,
 )
+from ._validate import check_counts
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -74,6 +75,10 @@ def read_st(
 
     Spots without counts and count rows without a spot are dropped with a logged warning; when fewer
     than half of them match, the files are taken to belong to different sections and an error is raised.
+
+    Raises ``ValueError`` naming the file and the spots, rows or columns at fault when a file is empty,
+    a count is negative, NaN or infinite, a spot's ``x``, ``y``, ``pixel_x`` or ``pixel_y`` is not a
+    finite number, or a grid position ``x``, ``y`` is not a whole number.
     """
     sample = check_sample_name(sample)
     counts_path = check_file(counts, "counts")
@@ -128,6 +133,9 @@ def read_st(
 def _read_tsv(path: Path, what: str, **kwargs) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep="\t", **kwargs)
+    except pd.errors.EmptyDataError:
+        msg = f"The {what} file {str(path)!r} is empty."
+        raise ValueError(msg) from None
     except (UnicodeDecodeError, pd.errors.ParserError, OSError, EOFError) as err:
         msg = f"Cannot read the {what} file {str(path)!r} as tab-separated text: {err}"
         raise ValueError(msg) from None
@@ -141,6 +149,7 @@ def _read_spot_file(path: Path) -> pd.DataFrame:
         raise ValueError(msg)
     if "selected" in table.columns:
         table = table[table["selected"] == 1]
+    table = _numeric_spot_columns(table, path)
     table = table.assign(x=table["x"].astype(int), y=table["y"].astype(int))
     table.index = pd.Index([f"{x}x{y}" for x, y in zip(table["x"], table["y"], strict=True)])
     _check_unique(table.index, f"spots file {str(path)!r}")
@@ -155,6 +164,51 @@ def _read_counts(path: Path) -> pd.DataFrame:
     if non_numeric:
         msg = f"The counts file {str(path)!r} has non-numeric columns: {format_ids(non_numeric)}."
         raise ValueError(msg)
+    check_counts(table.to_numpy(), table.index, path)
+    return table
+
+
+def _lines(table: pd.DataFrame, rows: pd.Index, column: str) -> str:
+    """``'40px' (line 3), ...`` for error messages: values of ``column`` and their line in the file."""
+    # the table keeps read_csv's row numbers (after filtering too); line 1 of the file is the header
+    shown = ", ".join(f"{_value(table.at[row, column])} (line {row + 2})" for row in rows[:5])
+    return f"{shown}, ... ({len(rows)} in all)" if len(rows) > 5 else shown
+
+
+def _value(value) -> str:
+    """A field of a text file as written there: ``'40px'``, ``3.5``, or ``an empty field``."""
+    if isinstance(value, str):
+        return repr(value)
+    if pd.isna(value):
+        return "an empty field"
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def _numeric_spot_columns(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``table`` with ``x``, ``y``, ``pixel_x``, ``pixel_y`` as numbers, or raise naming the column and file."""
+    table = table.copy()
+    for column in _SPOT_COLUMNS:
+        values = pd.to_numeric(table[column], errors="coerce").astype(np.float64)
+        # text such as "40px" or an empty field would fail later with a raw type error, or give NaN centres
+        bad = table.index[~np.isfinite(values.to_numpy())]
+        if len(bad):
+            msg = (
+                f"Column {column!r} of the spots file {str(path)!r} must hold finite numbers; it has "
+                f"{_lines(table, bad, column)}."
+            )
+            raise ValueError(msg)
+        table[column] = values
+    for column in ("x", "y"):
+        # spot ids are "{x}x{y}" of whole grid positions: casting 3.5 to int would silently make it 3
+        fractional = table.index[table[column] != np.round(table[column])]
+        if len(fractional):
+            spots = [f"{x:g}x{y:g}" for x, y in table.loc[fractional, ["x", "y"]].itertuples(index=False)]
+            msg = (
+                f"Column {column!r} of the spots file {str(path)!r} must hold whole array grid positions; it has "
+                f"{_lines(table, fractional, column)}, spot(s) {format_ids(spots)}. Use the integer `x`, `y` "
+                "of the array (not `new_x`, `new_y`)."
+            )
+            raise ValueError(msg)
     return table
 
 

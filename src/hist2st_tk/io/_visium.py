@@ -22,6 +22,7 @@ from ._elements import (
     spot_circles,
     spots_table,
 )
+from ._validate import check_counts, decode_image, is_blank
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -71,7 +72,8 @@ def read_visium(
     fullres_image
         The full-resolution image given to Space Ranger (TIFF, JPEG or PNG, RGB), absolute or relative
         to ``path``. When given it becomes the section's image (read lazily); otherwise the hires image is
-        used, or the lowres image when there is no hires one.
+        used, or the lowres image when there is no hires one or when the hires one is blank (every pixel
+        the same colour, as in placeholder images; a warning is logged).
     mpp
         Microns per pixel of the kept image. By default derived from the 55 um Visium spot
         (``55 / spot diameter in image pixels``, source ``"visium_spot"``).
@@ -89,6 +91,13 @@ def read_visium(
     - ``attrs["hist2st_tk"]["mpp"]["{sample}_he"]``: microns per pixel and its source.
 
     Spots are in the coordinate system ``"global"``, the pixel space of the kept image.
+
+    Raises ``ValueError`` naming the file when the counts file or a hires / lowres image is truncated or
+    corrupted, when every Space Ranger image is blank (pass ``fullres_image=``), when a count is negative,
+    NaN or infinite (naming the barcodes), or when a barcode of the counts file has no finite pixel
+    position in the tissue positions file (naming the barcodes). Positions of barcodes that are not in
+    the counts file (spots off the tissue, with the filtered matrix) are not used, so gaps there are
+    ignored.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -98,15 +107,17 @@ def read_visium(
     if mpp is not None:
         mpp = check_mpp(mpp)
     counts_file = _find_counts_file(folder, counts_file)
-    _find_spatial_files(folder)
+    positions_file = _find_spatial_files(folder)
     if fullres_image is not None:
         kept, image_path = "fullres", _find_fullres_image(folder, fullres_image)
+        _check_downscaled_images(folder)
     else:
         kept, image_path = _find_downscaled_image(folder)
     image_size(image_path)  # readable and RGB(A), before spatialdata-io fails less clearly
 
     raw = _read_with_spatialdata_io(folder, sample=sample, counts_file=counts_file)
     table_io = raw.tables["table"]
+    check_counts(table_io.X, table_io.obs_names, folder / counts_file)
     circles_io = raw.shapes[sample]
     if kept == "fullres":
         image_data = lazy_rgb_file(image_path)
@@ -121,6 +132,7 @@ def read_visium(
     circles_io = circles_io.loc[table_io.obs[INSTANCE_KEY].to_numpy()]
     ids = pd.Index(table_io.obs_names.astype(str))
     xy_fullres = np.column_stack([circles_io.geometry.x.to_numpy(), circles_io.geometry.y.to_numpy()])
+    _check_positions(xy_fullres, ids, positions_file)
     linear = fullres_to_image[:2, :2]
     xy = xy_fullres @ linear.T + fullres_to_image[:2, 2]
     radius = circles_io["radius"].to_numpy(dtype=np.float64) * np.sqrt(abs(np.linalg.det(linear)))
@@ -188,14 +200,29 @@ def _find_counts_file(folder: Path, counts_file: str | None) -> str:
     return counts_file
 
 
-def _find_spatial_files(folder: Path) -> None:
+def _check_h5(path: Path) -> None:
+    """Raise naming ``path`` when it cannot be opened as HDF5 (h5py's own error names no file)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r"):
+            pass  # opening checks the superblock and the stored end of file: a truncated file fails here
+    except OSError as err:
+        msg = f"The counts file {str(path)!r} is truncated or corrupted (or not an HDF5 file): {err}"
+        raise ValueError(msg) from None
+
+
+def _find_spatial_files(folder: Path) -> Path:
+    """The tissue positions file spatialdata-io reads (the first of :data:`_POSITIONS_FILES` present)."""
     scalefactors = folder / _SCALEFACTORS_FILE
     if not scalefactors.is_file():
         msg = f"The scalefactors file does not exist: {str(scalefactors)!r}."
         raise FileNotFoundError(msg)
-    if not any((folder / name).is_file() for name in _POSITIONS_FILES):
-        msg = f"No tissue positions file in {str(folder / 'spatial')!r}: looked for {list(_POSITIONS_FILES)}."
-        raise FileNotFoundError(msg)
+    for name in _POSITIONS_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    msg = f"No tissue positions file in {str(folder / 'spatial')!r}: looked for {list(_POSITIONS_FILES)}."
+    raise FileNotFoundError(msg)
 
 
 def _find_fullres_image(folder: Path, fullres_image: str | Path) -> Path:
@@ -208,20 +235,59 @@ def _find_fullres_image(folder: Path, fullres_image: str | Path) -> Path:
     raise FileNotFoundError(msg)
 
 
-def _find_downscaled_image(folder: Path) -> tuple[str, Path]:
-    for name, kind in _SPACERANGER_IMAGES:
+def _check_downscaled_images(folder: Path) -> None:
+    """Decode every Space Ranger image present: spatialdata-io decodes them all, with errors naming no file."""
+    for name, _ in _SPACERANGER_IMAGES:
         if (folder / name).is_file():
-            return kind, folder / name
-    msg = (
-        f"No image in the Visium folder {str(folder)!r}: looked for {[n for n, _ in _SPACERANGER_IMAGES]}. "
-        "Pass `fullres_image=`."
-    )
-    raise FileNotFoundError(msg)
+            decode_image(folder / name)
+
+
+def _find_downscaled_image(folder: Path) -> tuple[str, Path]:
+    """The highest-resolution Space Ranger image that is not blank, as ``(kind, path)``.
+
+    Some published samples ship a blank placeholder (e.g. all black) as their hires image: it is skipped
+    with a warning in favour of the next image. Every image present is decoded, which also refuses a
+    truncated one (spatialdata-io decodes them all, with errors that name no file).
+    """
+    present = [(kind, folder / name) for name, kind in _SPACERANGER_IMAGES if (folder / name).is_file()]
+    if not present:
+        msg = (
+            f"No image in the Visium folder {str(folder)!r}: looked for {[n for n, _ in _SPACERANGER_IMAGES]}. "
+            "Pass `fullres_image=`."
+        )
+        raise FileNotFoundError(msg)
+    kept, blank = None, []
+    for kind, path in present:
+        pixels = decode_image(path)
+        if kept is not None:
+            continue  # decoded only to refuse a damaged file
+        image_size(path)  # RGB(A), else the error says so
+        if is_blank(pixels):
+            blank.append((kind, path))
+        else:
+            kept = kind, path
+    if kept is None:
+        msg = (
+            f"Every image of the Visium folder {str(folder)!r} is blank (every pixel the same colour): "
+            f"{[str(p) for _, p in blank]}. Pass the real H&E image as `fullres_image=`."
+        )
+        raise ValueError(msg)
+    for kind, path in blank:
+        logger.warning(
+            "The %s image %r is blank (every pixel the same colour, a placeholder); using the %s image %r.",
+            kind,
+            str(path),
+            kept[0],
+            str(kept[1]),
+        )
+    return kept
 
 
 def _read_with_spatialdata_io(folder: Path, *, sample: str, counts_file: str) -> SpatialData:
     from spatialdata_io import visium
 
+    if counts_file.endswith(".h5"):
+        _check_h5(folder / counts_file)
     try:
         with warnings.catch_warnings():
             # spatialdata-io builds its table with a non-categorical region column; we rebuild the table.
@@ -229,6 +295,15 @@ def _read_with_spatialdata_io(folder: Path, *, sample: str, counts_file: str) ->
             return visium(folder, dataset_id=sample, counts_file=counts_file)
     except (KeyError, ValueError) as err:
         msg = f"spatialdata-io could not read the Visium folder {str(folder)!r}: {type(err).__name__}: {err}"
+        raise ValueError(msg) from err
+    except FileNotFoundError:
+        raise  # e.g. no barcodes.tsv.gz beside matrix.mtx.gz: the error names the file
+    except (OSError, EOFError) as err:
+        # the images and the .h5 header were checked before: what is left to fail is the counts data
+        msg = (
+            f"spatialdata-io could not read the Visium folder {str(folder)!r}; is the counts file "
+            f"{str(folder / counts_file)!r} truncated or corrupted? {type(err).__name__}: {err}"
+        )
         raise ValueError(msg) from err
 
 
@@ -251,6 +326,17 @@ def _rgb_data(image, path: Path):
         msg = f"The image {str(path)!r} has {data.shape[0]} channels; an H&E image must be RGB."
         raise ValueError(msg)
     return data[:3]
+
+
+def _check_positions(xy: np.ndarray, ids: pd.Index, positions_file: Path) -> None:
+    """Raise naming the barcodes without a finite pixel position (NaN centres would break the shapes later)."""
+    missing = ids[~np.isfinite(xy).all(axis=1)]
+    if len(missing):
+        msg = (
+            f"The tissue positions file {str(positions_file)!r} has no finite pixel position for "
+            f"{len(missing)} barcode(s) of the counts file: {format_ids(missing)}."
+        )
+        raise ValueError(msg)
 
 
 def _check_inside(xy: np.ndarray, ids: pd.Index, *, height: int, width: int, image: str) -> None:

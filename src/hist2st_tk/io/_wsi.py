@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 #: Piece read at a time when a striped (untiled) file has a region that cannot be decoded.
 DEFAULT_TILE = 256
-#: x and y microns per pixel that differ by more than this fraction are reported (their mean is used).
+#: x and y microns per pixel that differ by more than this fraction are refused (within it, their mean is used).
 _MPP_ANISOTROPY = 0.01
 
 
@@ -43,7 +43,7 @@ def read_wsi(path: str | Path, *, mpp: float | None = None, sample: str | None =
         The slide file.
     mpp
         Microns per pixel of the full-resolution level; overrides the slide's metadata. Required when the
-        metadata has none (e.g. a TIFF without resolution tags).
+        metadata has none (e.g. a TIFF without resolution tags) or records non-square pixels.
     sample
         Slide name; element names derive from it. Default: the file name without its extension
         (and without ``.ome``).
@@ -60,7 +60,8 @@ def read_wsi(path: str | Path, *, mpp: float | None = None, sample: str | None =
       format name) and ``level_shapes`` (``[height, width]`` per level).
 
     It has no spots and no table: :func:`hist2st_tk.pp.tile_tissue` adds a grid of tiles over the tissue.
-    Raises when the file is not a slide, is not RGB, or has no microns per pixel and ``mpp`` is not given.
+    Raises when the file is not a slide, is not RGB, or, when ``mpp`` is not given, its metadata has no
+    microns per pixel or has x and y values that differ by more than 1 % (non-square pixels).
     """
     path = check_file(path, "slide").resolve()
     sample = check_sample_name(sample if sample is not None else slide_name(path))
@@ -228,12 +229,14 @@ def _metadata_mpp(properties: dict, path: Path) -> float:
         )
         raise ValueError(msg)
     if len(values) == 2 and abs(values[0] - values[1]) > _MPP_ANISOTROPY * max(values):
-        logger.warning(
-            "The slide %r has different x and y microns per pixel (%.4g, %.4g); using their mean.",
-            path.name,
-            values[0],
-            values[1],
+        # one scale is assumed everywhere downstream (patch sizes in um, tissue areas): a mean would
+        # silently distort every patch; usually the metadata is wrong, which only the user can tell
+        msg = (
+            f"The slide {str(path)!r} records non-square pixels: {values[0]:g} um per pixel in x and "
+            f"{values[1]:g} um in y. read_wsi needs one scale for both axes; if you know the right one, "
+            "pass it explicitly as `mpp=`."
         )
+        raise ValueError(msg)
     return sum(values) / len(values)
 
 
