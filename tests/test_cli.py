@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
+import hist2st_tk as ht
 from hist2st_tk.cli import main
 
 
@@ -146,3 +149,80 @@ def test_predict_computes_the_features_the_model_reads(section_stores, tmp_path)
     assert main(["predict", test, "--model", str(model_dir)]) == 0  # no `hist2st features` before
     table = read_zarr(test)["table"]
     assert table.obsm["X_handcrafted"].shape == (36, 22) and table.obsm["predicted_ridge"].shape == (36, 3)
+
+
+def test_read_writes_a_store_for_each_format(tmp_path, capsys):
+    from spatialdata import read_zarr
+
+    from hist2st_tk._sdata import image_levels
+    from hist2st_tk.bench._wsi import write_slide
+
+    sdata = ht.datasets.synthetic(n_spots=16, n_genes=4, mpp=0.5, seed=1)
+    rgb = np.asarray(image_levels(sdata.images["synthetic_he"])[0].values).transpose(1, 2, 0)
+    slide = write_slide(tmp_path / "slide.tiff", rgb, mpp=0.5, compression="zlib", n_levels=2)
+    out = tmp_path / "slide.zarr"
+    assert main(["read", "wsi", str(slide), "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"Written {out}\n"
+    assert ht.io.get_mpp(read_zarr(out))[0] == pytest.approx(0.5)
+    assert main(["read", "wsi", str(slide), "--out", str(out)]) == 1
+    assert "already exists; pass `overwrite=True`" in capsys.readouterr().err
+    assert main(["read", "wsi", str(slide), "--out", str(out), "--overwrite", "--mpp", "0.25"]) == 0
+    assert ht.io.get_mpp(read_zarr(out))[0] == pytest.approx(0.25)
+
+
+@pytest.mark.real_data
+def test_read_st_and_visium_from_the_shared_data(data_root, tmp_path):
+    from spatialdata import read_zarr
+
+    b4 = data_root / "her2st" / "B4"
+    argv = ["read", "st", "--counts", str(b4 / "B4_counts.tsv.gz"), "--spots", str(b4 / "B4_selection.tsv")]
+    argv += ["--image", str(next(b4.glob("*.jpg"))), "--sample", "B4", "--out", str(tmp_path / "B4.zarr")]
+    assert main(argv) == 0
+    assert read_zarr(tmp_path / "B4.zarr")["table"].obs["sample"].unique().tolist() == ["B4"]
+    heart = data_root / "visium_human_heart_subset"
+    assert main(["read", "visium", str(heart), "--out", str(tmp_path / "heart.zarr")]) == 0
+    assert read_zarr(tmp_path / "heart.zarr")["table"].n_obs > 0
+
+
+@pytest.fixture(scope="module")
+def slide_and_model(tmp_path_factory):
+    from hist2st_tk._sdata import image_levels
+    from hist2st_tk.bench._wsi import write_slide
+
+    folder = tmp_path_factory.mktemp("slides")
+    train = ht.datasets.synthetic(n_spots=16, n_genes=8, mpp=0.5, seed=0)
+    ht.pp.image_features(train, encoder="fft", patch_um=100.0, progress=False)
+    model = ht.tl.fit_predictor(train, method="ridge", genes=5, use_rep="X_fft").save(folder / "model")
+    for seed in (1, 2):
+        sdata = ht.datasets.synthetic(n_spots=16, n_genes=4, mpp=0.5, seed=seed)
+        rgb = np.asarray(image_levels(sdata.images["synthetic_he"])[0].values).transpose(1, 2, 0)
+        write_slide(folder / "slides" / f"s{seed}.tiff", rgb, mpp=0.5, compression="zlib", n_levels=2)
+    return folder / "slides", model
+
+
+def test_slide_tiles_and_predicts_a_slide_file_or_a_store(slide_and_model, tmp_path, capsys):
+    from spatialdata import read_zarr
+
+    slides, model = slide_and_model
+    out = tmp_path / "s1.zarr"
+    common = ["--model", str(model), "--tile-um", "100"]
+    assert main(["slide", str(slides / "s1.tiff"), "--out", str(out), *common]) == 0
+    result = read_zarr(out)
+    assert not result.images and result["table"].obsm["predicted_ridge"].shape[1] == 5
+    assert main(["read", "wsi", str(slides / "s2.tiff"), "--out", str(tmp_path / "s2.zarr")]) == 0
+    assert main(["slide", str(tmp_path / "s2.zarr"), "--checkpoint-dir", str(tmp_path / "ckpt"), *common]) == 0
+    updated = read_zarr(tmp_path / "s2.zarr")
+    assert updated.images and updated["table"].n_obs == result["table"].n_obs
+    capsys.readouterr()
+    assert main(["slide", str(slides / "s1.tiff"), *common]) == 1
+    assert "Give --out, the .zarr store to write the tiles and predictions" in capsys.readouterr().err
+
+
+def test_cohort_predicts_every_slide_of_a_folder(slide_and_model, tmp_path, capsys):
+    slides, model = slide_and_model
+    out = tmp_path / "cohort"
+    assert main(["cohort", str(slides), "--out", str(out), "--model", str(model), "--tile-um", "100"]) == 0
+    assert re.search(r"s1\s+done\s+16\s", capsys.readouterr().out)
+    assert pd.read_csv(out / "patients.csv")["patient"].tolist() == ["s1", "s2"]
+    assert main(["cohort", str(tmp_path / "cohort"), "--out", str(tmp_path / "again")]) == 1
+    assert "No slide file (.svs, .tif, .tiff" in capsys.readouterr().err

@@ -1,7 +1,9 @@
-"""The steps behind ``hist2st features | fit | predict | evaluate``: read ``.zarr`` sections, call the API, write back.
+"""The steps behind ``hist2st read | features | fit | predict | evaluate | slide | cohort``: read ``.zarr``
+sections, call the API, write back.
 
-Each step changes only the elements it adds (the table, patch shapes) in the section's own store, so
-the image is never rewritten; the whole call is validated before anything is written.
+Each step changes only the elements it adds (the table, patch shapes) in the section's own store, crash-safe
+(:func:`hist2st_tk.io.update_zarr`), so the image is never rewritten; the whole call is validated before
+anything is written.
 """
 
 from __future__ import annotations
@@ -16,6 +18,20 @@ from ._constants import TABLE_KEY
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
+
+    from .models import Predictor
+
+
+# the slide files a folder given to `hist2st cohort` contributes
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif")
+
+
+def read(kind: str, *, out: str | Path, overwrite: bool, **options: Any) -> Path:
+    """``ht.io.read_{kind}(**options)`` written to the store ``out``."""
+    from . import io
+
+    readers = {"st": io.read_st, "visium": io.read_visium, "wsi": io.read_wsi}
+    return io.write_zarr(readers[kind](**options), out, overwrite=overwrite)
 
 
 def read_sections(paths: Sequence[str | Path]) -> list[SpatialData]:
@@ -67,14 +83,20 @@ def fit(paths: Sequence[str | Path], *, out: str | Path, **kwargs: Any) -> Path:
     return model.save(out)
 
 
+def load_model(model: str | Path | None) -> Predictor:
+    """The model saved at ``model``, or the shipped default model."""
+    from .models import Predictor, default_model
+
+    return Predictor.load(model) if model is not None else default_model()
+
+
 def predict(paths: Sequence[str | Path], *, model: str | Path | None, key_added: str | None) -> None:
     """:func:`hist2st_tk.tl.predict_expression` on each store (which computes the features the model
     reads that the store lacks); written back into it."""
     from . import tl
-    from .models import Predictor, default_model
 
     sections = read_sections(paths)
-    loaded = Predictor.load(model) if model is not None else default_model()
+    loaded = load_model(model)
     for sdata in sections:
         before = set(sdata.shapes)
         tl.predict_expression(sdata, loaded, key_added=key_added)
@@ -92,3 +114,72 @@ def evaluate(paths: Sequence[str | Path], *, key: str, label_key: str | None) ->
         save_changes(sdata, before)
         rows.append({"section": Path(path).stem, **summary})
     return pd.DataFrame(rows)
+
+
+def slide(
+    source: str | Path,
+    *,
+    out: str | Path | None,
+    model: str | Path | None,
+    mpp: float | None,
+    tile_um: float,
+    min_tissue: float,
+    batch_tiles: int,
+    checkpoint_dir: str | Path | None,
+) -> Path:
+    """Tissue tiles of a slide (:func:`hist2st_tk.pp.tile_tissue`) and their streamed predictions
+    (:func:`hist2st_tk.tl.predict_slide`).
+
+    A slide file is read with :func:`hist2st_tk.io.read_wsi` and the result, without the image (its
+    ``attrs`` name the slide file), written to ``out``; a store is updated in place unless ``out`` is given.
+    """
+    from . import io, pp, tl
+
+    source = Path(source)
+    is_store = source.is_dir()
+    if not is_store and out is None:
+        msg = f"Give --out, the .zarr store to write the tiles and predictions of the slide {str(source)!r} into."
+        raise ValueError(msg)
+    if is_store and mpp is not None:
+        msg = f"--mpp applies to a slide file; the store {str(source)!r} records its scale (see `ht.io.set_mpp`)."
+        raise ValueError(msg)
+    predictor = load_model(model)
+    sdata = io.read_zarr(source) if is_store else io.read_wsi(source, mpp=mpp)
+    before = set(sdata.shapes)
+    pp.tile_tissue(sdata, tile_um=tile_um, min_tissue=min_tissue)
+    if sdata.tables[TABLE_KEY].n_obs:
+        tl.predict_slide(sdata, predictor, batch_tiles=batch_tiles, checkpoint_dir=checkpoint_dir)
+    if is_store and out is None:
+        save_changes(sdata, before)
+        return source
+    return io.write_zarr(sdata if is_store else _without_images(sdata), out)
+
+
+def cohort(slides: Sequence[str | Path], *, out: str | Path, model: str | Path | None, **options: Any) -> pd.DataFrame:
+    """:func:`hist2st_tk.tl.predict_cohort` on the slide files ``slides`` (a folder gives its slide files)."""
+    from . import tl
+
+    return tl.predict_cohort(slide_files(slides), load_model(model), out_dir=out, **options)
+
+
+def slide_files(paths: Sequence[str | Path]) -> list[Path]:
+    """``paths`` with every folder replaced by the slide files in it (:data:`SLIDE_SUFFIXES`), sorted."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES)
+            if not found:
+                msg = f"No slide file ({', '.join(SLIDE_SUFFIXES)}) in the folder {str(path)!r}."
+                raise FileNotFoundError(msg)
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+def _without_images(sdata: SpatialData) -> SpatialData:
+    from spatialdata import SpatialData
+
+    return SpatialData(
+        labels=dict(sdata.labels), shapes=dict(sdata.shapes), tables=dict(sdata.tables), attrs=dict(sdata.attrs)
+    )

@@ -50,9 +50,43 @@ def _parser() -> argparse.ArgumentParser:
         choices=HER2ST_SECTIONS,
         help="section predicted by the model fitted on the others (default: B4)",
     )
+    _add_read(commands)
     _add_steps(commands)
+    _add_slides(commands)
     _add_bench(commands)
     return parser
+
+
+def _add_read(commands) -> None:
+    """``read st | visium | wsi``: a section or slide into a ``.zarr`` store, the input of every other step."""
+    read = commands.add_parser(
+        "read",
+        help="read an ST or Visium section, or an H&E slide, into a .zarr store (ht.io.read_*)",
+        description=(
+            "Step 0. Read a section (H&E + spot expression) or an H&E-only slide into a SpatialData .zarr "
+            "store, with its microns per pixel (from the data, or --mpp)."
+        ),
+    )
+    kinds = read.add_subparsers(dest="reader", required=True, metavar="FORMAT")
+    st = kinds.add_parser("st", help="legacy ST: counts, spot positions and the H&E image (ht.io.read_st)")
+    st.add_argument("--counts", required=True, help="counts table (spots x genes, .tsv[.gz])")
+    st.add_argument("--spots", required=True, help="spot positions (x, y, pixel_x, pixel_y)")
+    st.add_argument("--image", required=True, help="full-resolution H&E image")
+    visium = kinds.add_parser("visium", help="10x Visium: a Space Ranger output folder (ht.io.read_visium)")
+    visium.add_argument("path", metavar="FOLDER", help="Space Ranger output folder (holding spatial/)")
+    visium.add_argument("--counts-file", default=None, help="counts file in the folder (default: found)")
+    visium.add_argument("--fullres-image", default=None, help="full-resolution H&E image (default: hires)")
+    wsi = kinds.add_parser(
+        "wsi", help="an H&E-only whole-slide image: SVS, pyramidal TIFF (ht.io.read_wsi); the store holds a copy"
+    )
+    wsi.add_argument("path", metavar="SLIDE", help="slide file")
+    for kind in (st, visium, wsi):
+        kind.add_argument("--out", required=True, help="the .zarr store to write")
+        kind.add_argument("--sample", required=kind is st, default=None, help="section name")
+        kind.add_argument("--mpp", type=float, default=None, help="microns per pixel (default: from the data)")
+        kind.add_argument("--overwrite", action="store_true", help="replace an existing store")
+        if kind is not wsi:
+            kind.add_argument("--patient", default=None, help="patient of the section (default: the sample)")
 
 
 def _add_steps(commands) -> None:
@@ -134,10 +168,80 @@ def _add_steps(commands) -> None:
     evaluate.add_argument("--out", default=None, help="also write the summary to this CSV file")
 
 
+def _add_slides(commands) -> None:
+    """``slide`` and ``cohort``: H&E-only slides, tiled over their tissue and predicted in streamed batches."""
+    slide = commands.add_parser(
+        "slide",
+        help="predict expression on the tissue tiles of a whole slide (ht.pp.tile_tissue, ht.tl.predict_slide)",
+        description=(
+            "Cover the tissue of an H&E-only slide with tiles and predict expression on each, streaming the "
+            "features in batches. SLIDE is a slide file (the result, without the image, goes to --out) or a "
+            ".zarr store of `hist2st read wsi` (updated in place unless --out is given)."
+        ),
+    )
+    slide.add_argument("slide", help="slide file or .zarr store")
+    slide.add_argument("--out", default=None, help="the .zarr store to write (required for a slide file)")
+    slide.add_argument("--mpp", type=float, default=None, help="microns per pixel (default: the slide's)")
+    slide.add_argument(
+        "--checkpoint-dir", default=None, help="folder keeping finished batches, to resume an interrupted run"
+    )
+    cohort = commands.add_parser(
+        "cohort",
+        help="predict expression on a cohort of slides, one store each and a patient table (ht.tl.predict_cohort)",
+        description=(
+            "Each slide is read, tiled and predicted as by `hist2st slide`; OUT gets one .zarr per slide, "
+            "patients.csv (mean predictions per patient) and cohort_report.csv. A finished slide is not "
+            "redone; an interrupted one resumes from its finished batches."
+        ),
+    )
+    cohort.add_argument("slides", nargs="+", help="slide files, or folders of slide files")
+    cohort.add_argument("--out", required=True, help="folder of the results")
+    cohort.add_argument("--mpp", type=float, default=None, help="microns per pixel of every slide")
+    cohort.add_argument("--workers", type=int, default=1, help="worker processes (default: 1, no dask)")
+    cohort.add_argument("--overwrite", action="store_true", help="redo slides whose store exists")
+    for kind in (slide, cohort):
+        kind.add_argument("--model", default=None, help="model directory (default: the shipped model)")
+        kind.add_argument("--tile-um", type=float, default=112.0, help="tile edge in microns (default: 112)")
+        kind.add_argument(
+            "--min-tissue", type=float, default=0.5, help="least tissue fraction of a tile (default: 0.5)"
+        )
+        kind.add_argument("--batch-tiles", type=int, default=4096, help="tiles per streamed batch (default: 4096)")
+
+
 def _run_step(args) -> None:
     from . import _cli_steps as steps
 
-    if args.command == "features":
+    if args.command == "read":
+        options = {k: v for k, v in vars(args).items() if k not in ("command", "debug", "reader", "out", "overwrite")}
+        path = steps.read(args.reader, out=args.out, overwrite=args.overwrite, **options)
+        print(f"Written {path}")
+    elif args.command == "slide":
+        path = steps.slide(
+            args.slide,
+            out=args.out,
+            model=args.model,
+            mpp=args.mpp,
+            tile_um=args.tile_um,
+            min_tissue=args.min_tissue,
+            batch_tiles=args.batch_tiles,
+            checkpoint_dir=args.checkpoint_dir,
+        )
+        print(f"Predictions written into {path}")
+    elif args.command == "cohort":
+        report = steps.cohort(
+            args.slides,
+            out=args.out,
+            model=args.model,
+            mpp=args.mpp,
+            n_workers=args.workers,
+            tile_um=args.tile_um,
+            min_tissue=args.min_tissue,
+            batch_tiles=args.batch_tiles,
+            overwrite=args.overwrite,
+        )
+        print(report[["slide", "status", "n_tiles", "seconds"]].round({"seconds": 1}).to_string(index=False))
+        print(f"\nWritten {args.out}/patients.csv and {args.out}/cohort_report.csv")
+    elif args.command == "features":
         steps.features(
             args.sections,
             encoder=args.encoder,
