@@ -138,3 +138,21 @@ def test_histospace_on_a_feature_map(sections):
         ht.tl.fit_predictor(
             sections[:1], method="histospace", genes=4, use_rep="X_map", map_channels=3, max_epochs=1
         )
+
+
+def test_truncated_last_checkpoint_is_refused_naming_the_file(sections, tmp_path):
+    """A run killed while writing last.ckpt leaves it truncated: resuming says which file to delete."""
+    ckpt = tmp_path / "ckpt"
+    kwargs = {"use_rep": SCALES, "seed": 1, "validation": False, "batch_size": 32, "hidden": 8}
+    genes = ["gene_000", "gene_001"]
+    MultiScalePredictor(max_epochs=1, checkpoint_dir=ckpt, **kwargs).fit(sections[:2], genes=genes)
+    last = ckpt / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(
+        ValueError, match=r"Cannot resume training from '.*last\.ckpt': the checkpoint is truncated or corrupted"
+    ) as error:
+        MultiScalePredictor(max_epochs=2, checkpoint_dir=ckpt, **kwargs).fit(sections[:2], genes=genes)
+    assert "Delete it to restart training from the first epoch" in str(error.value)
+    last.unlink()  # as the message says: training then starts over
+    model = MultiScalePredictor(max_epochs=2, checkpoint_dir=ckpt, **kwargs).fit(sections[:2], genes=genes)
+    assert len(model.history["train_loss"]) == 2

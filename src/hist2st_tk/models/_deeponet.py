@@ -13,7 +13,8 @@ import pandas as pd
 from .._constants import TABLE_KEY
 from .._logging import format_ids, logger
 from ._base import register_method
-from ._torch import TRAINING_DEFAULTS, TorchPredictor, validation_section
+from ._schema import axis_length, check_shapes
+from ._torch import TRAINING_DEFAULTS, TRAINING_SPECS, TorchPredictor, validation_section
 
 
 @dataclass
@@ -152,6 +153,10 @@ class DeepONetPredictor(TorchPredictor):
         "label_key": "tumor",
         "class_weight": 0.5,
         "classes": None,
+    }
+    hparam_specs: ClassVar[dict[str, dict[str, Any]]] = {
+        **TRAINING_SPECS,
+        "classes": {"type": ("list", "null"), "items": {"type": "str"}},
     }
 
     # -- inputs --------------------------------------------------------------------------------------
@@ -341,8 +346,15 @@ class DeepONetPredictor(TorchPredictor):
         return {**super()._tensors(), **pca}
 
     def _load_tensors(self, tensors) -> None:
-        self._pca = [
-            (tensors[f"pca.{i}.mean"].numpy(), tensors[f"pca.{i}.components"].numpy())
-            for i in range(len(self.use_rep))
-        ]
+        pca = {k[len("pca.") :]: v for k, v in tensors.items() if k.startswith("pca.")}
+        expected = {}
+        for i, width in enumerate(self._widths()):  # components: as many as the fit kept (at most width)
+            expected[f"{i}.mean"] = (width,)
+            expected[f"{i}.components"] = (axis_length(pca, f"{i}.components", 0), width)
+        check_shapes(pca, expected, prefix="pca.")
+        n_modalities = len(self.use_rep)
+        self._pca = [(pca[f"{i}.mean"].numpy(), pca[f"{i}.components"].numpy()) for i in range(n_modalities)]
         super()._load_tensors({k: v for k, v in tensors.items() if not k.startswith("pca.")})
+
+    def _n_inputs(self) -> int:
+        return sum(len(components) for _, components in self._pca)

@@ -6,7 +6,7 @@ import math
 from typing import Any, ClassVar
 
 from ._base import register_method
-from ._torch import TRAINING_DEFAULTS, TorchPredictor
+from ._torch import TRAINING_DEFAULTS, TRAINING_SPECS, TorchPredictor
 
 
 def _network(n_features: int, n_genes: int, *, map_channels: int | None, hidden: int, dropout: float):
@@ -77,6 +77,10 @@ class HistoSpacePredictor(TorchPredictor):
         "hidden": 256,
         "dropout": 0.25,
         "huber_delta": 1.0,
+    }
+    hparam_specs: ClassVar[dict[str, dict[str, Any]]] = {
+        **TRAINING_SPECS,
+        "map_channels": {"type": ("int", "null"), "min": 1},
     }
 
     def build_module(self, n_features: int, n_genes: int):

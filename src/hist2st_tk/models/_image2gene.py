@@ -9,6 +9,7 @@ import numpy as np
 
 from .._logging import logger
 from ._base import register_method
+from ._schema import axis_length, check_shapes
 from ._torch import TRAINING_DEFAULTS, TorchPredictor
 
 
@@ -194,7 +195,11 @@ class Image2GenePredictor(TorchPredictor):
 
     def _load_tensors(self, tensors) -> None:
         super()._load_tensors({k: v for k, v in tensors.items() if not k.startswith("bank.")})
-        self._bank = {k[len("bank.") :]: v.numpy() for k, v in tensors.items() if k.startswith("bank.")}
-        if set(self._bank) != {"embedding", "expression"}:
-            msg = f"expected the reference bank tensors embedding, expression; found {sorted(self._bank)}"
-            raise KeyError(msg)
+        bank = {k[len("bank.") :]: v for k, v in tensors.items() if k.startswith("bank.")}
+        n_bank = axis_length(bank, "embedding", 0)  # training spots: the file sets it
+        expected = {"embedding": (n_bank, self.hparams["dim"]), "expression": (n_bank, len(self.genes))}
+        check_shapes(bank, expected, prefix="bank.")
+        if n_bank < self.hparams["k"]:  # the fit refuses it; only an edited file gets here
+            msg = f"the reference bank holds {n_bank} spots, fewer than the k={self.hparams['k']} neighbours"
+            raise ValueError(msg)
+        self._bank = {k: v.numpy() for k, v in bank.items()}

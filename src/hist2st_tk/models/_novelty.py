@@ -89,17 +89,25 @@ class FeatureNovelty:
         return {PREFIX + name: torch.from_numpy(np.ascontiguousarray(self.arrays[name])) for name in _NAMES}
 
     @classmethod
-    def pop_from(cls, tensors: dict[str, torch.Tensor]) -> FeatureNovelty | None:
-        """Take the novelty tensors out of a model's tensors (``None`` when the model has none)."""
+    def pop_from(cls, tensors: dict[str, torch.Tensor], *, width: int | None = None) -> FeatureNovelty | None:
+        """Take the novelty tensors out of a model's tensors (``None`` when the model has none), checking
+        their names and, given the ``width`` of the features the model reads, their shapes."""
+        from ._schema import axis_length, check_shapes
+
         names = [name for name in tensors if name.startswith(PREFIX)]
         if not names:
             return None
-        arrays = {name[len(PREFIX) :]: tensors.pop(name).numpy() for name in names}
-        missing = [name for name in _NAMES if name not in arrays]
-        if missing:
-            msg = f"missing novelty tensors {missing}"
-            raise KeyError(msg)
-        return cls(arrays)
+        found = {name[len(PREFIX) :]: tensors.pop(name) for name in names}
+        n_comps = axis_length(found, "components", 0)
+        expected = {
+            "mean": (width,),
+            "scale": (width,),
+            "components": (n_comps, width),
+            "train_scores": (None, n_comps),
+            "quantiles": (None,),
+        }
+        check_shapes(found, expected, prefix=PREFIX)
+        return cls({name: tensor.numpy() for name, tensor in found.items()})
 
 
 def _space(features: np.ndarray, *, seed: int) -> dict[str, np.ndarray]:

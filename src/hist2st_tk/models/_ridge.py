@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ._base import Predictor, register_method
+from ._schema import axis_length, check_shapes
 
 #: Ridge penalties searched by leave-one-out cross-validation on the training spots.
 RIDGE_ALPHAS = tuple(np.logspace(-1, 5, 13))
@@ -70,6 +71,9 @@ class RidgePredictor(Predictor):
         "label_key": "tumor",
         "tumor_c": 0.001,
         "tumor_signature": None,
+    }
+    hparam_specs: ClassVar[dict[str, dict[str, Any]]] = {
+        "tumor_signature": {"type": ("dict", "null"), "values": {"type": "list", "items": {"type": "str"}}},
     }
 
     def _fit(self, features: list[np.ndarray], targets: list[np.ndarray], sections: list[str], obs) -> None:
@@ -185,15 +189,18 @@ class RidgePredictor(Predictor):
         }
 
     def _load_tensors(self, tensors) -> None:
-        names = ("scaler_mean", "scaler_scale", "pca_mean", "pca_components", "coef", "intercept")
-        missing = [name for name in names if name not in tensors]
-        if missing:
-            msg = f"missing tensors {missing}"
-            raise KeyError(msg)
-        optional = [
-            name for name in ("tumor_coef", "tumor_signature_coef", "tumor_intercept") if name in tensors
-        ]
-        self._arrays = {name: tensors[name].numpy() for name in (*names, *optional)}
-        if self._arrays["coef"].shape[0] != len(self.genes):
-            msg = f"{self._arrays['coef'].shape[0]} outputs for {len(self.genes)} genes"
-            raise ValueError(msg)
+        n_features, n_genes = self._input_width(), len(self.genes)
+        n_comps = axis_length(tensors, "pca_components", 0)  # clipped at fit: the file sets it
+        expected = {
+            "scaler_mean": (n_features,),
+            "scaler_scale": (n_features,),
+            "pca_mean": (n_features,),
+            "pca_components": (n_comps, n_features),
+            "coef": (n_genes, n_comps),
+            "intercept": (n_genes,),
+            "tumor_coef": (n_comps,),
+            "tumor_signature_coef": (1,),
+            "tumor_intercept": (1,),
+        }
+        check_shapes(tensors, expected, optional=("tumor_coef", "tumor_signature_coef", "tumor_intercept"))
+        self._arrays = {name: tensors[name].numpy() for name in expected if name in tensors}

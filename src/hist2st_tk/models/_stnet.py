@@ -8,7 +8,15 @@ import numpy as np
 
 from .._logging import logger
 from ._base import Predictor, register_method
-from ._torch import _RUNTIME, TRAINING_DEFAULTS, standardisation, validation_section
+from ._schema import check_shapes, split_tensors
+from ._torch import (
+    _RUNTIME,
+    TRAINING_DEFAULTS,
+    TRAINING_SPECS,
+    load_module,
+    standardisation,
+    validation_section,
+)
 
 
 def augment_he(x, *, colour: float = 0.05):
@@ -107,6 +115,10 @@ class STNetPredictor(Predictor):
         "augment": True,
         "num_workers": 0,
     }
+    hparam_specs: ClassVar[dict[str, dict[str, Any]]] = {
+        **TRAINING_SPECS,
+        "weights": {"type": ("str", "null")},
+    }
 
     def __init__(self, *, use_rep=(), seed: int = 0, center: bool = False, **hparams: Any):
         if use_rep or center:
@@ -199,15 +211,9 @@ class STNetPredictor(Predictor):
         return {**stats, **{f"module.{k}": v for k, v in self.module.state_dict().items()}}
 
     def _load_tensors(self, tensors) -> None:
-        self._stats = {
-            k[len("stats.") :]: v.numpy().astype(np.float64)
-            for k, v in tensors.items()
-            if k.startswith("stats.")
-        }
-        if set(self._stats) != {"y_mean", "y_std"}:
-            msg = f"expected normalisation tensors y_mean, y_std; found {sorted(self._stats)}"
-            raise KeyError(msg)
-        self.module, _ = _network(self.hparams["encoder"], len(self.genes), weights=self.hparams["weights"])
-        state = {k[len("module.") :]: v for k, v in tensors.items() if k.startswith("module.")}
-        self.module.load_state_dict(state, strict=True)
-        self.module.eval()
+        stats, state = split_tensors(tensors, ("stats.", "module."))
+        n_genes = len(self.genes)
+        check_shapes(stats, {"y_mean": (n_genes,), "y_std": (n_genes,)}, prefix="stats.")
+        self._stats = {k: v.numpy() for k, v in stats.items()}  # float32, as at fit
+        self.module, _ = _network(self.hparams["encoder"], n_genes, weights=self.hparams["weights"])
+        load_module(self.module, state)

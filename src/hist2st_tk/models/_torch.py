@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ._base import Predictor
+from ._schema import check_shapes, split_tensors
 
 #: Hyper-parameters every neural predictor takes (see :class:`~hist2st_tk.models._training.TrainingConfig`).
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -24,6 +25,13 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "precision": None,
     "checkpoint_dir": None,
     "progress": False,
+}
+#: The ``model.json`` spec of the training hyper-parameters whose default does not tell their type.
+TRAINING_SPECS: dict[str, dict[str, Any]] = {
+    "validation": {"type": ("str", "bool")},
+    "devices": {"type": ("str", "int", "list")},
+    "precision": {"type": ("str", "int", "null")},
+    "checkpoint_dir": {"type": ("str", "null")},
 }
 #: Hyper-parameters that change how a model is trained, not what it is: not saved with the model.
 _RUNTIME = ("accelerator", "devices", "strategy", "precision", "checkpoint_dir", "progress")
@@ -46,9 +54,20 @@ def validation_section(validation, n_sections: int, seed: int) -> int | None:
 
 
 def standardisation(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and standard deviations (+1e-6) of the rows of ``arrays`` stacked."""
+    """Column means and standard deviations (+1e-6) of the rows of ``arrays`` stacked, as float32.
+
+    float32 is what the weights file stores: a model predicts the same before saving and after loading.
+    """
     stacked = np.vstack(arrays)
-    return stacked.mean(axis=0), stacked.std(axis=0) + 1e-6
+    mean, std = stacked.mean(axis=0), stacked.std(axis=0) + 1e-6
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def load_module(module, state: dict, *, prefix: str = "module.") -> None:
+    """Load ``state`` into ``module`` (eval mode) once the name and shape of every tensor are checked."""
+    check_shapes(state, {name: tuple(t.shape) for name, t in module.state_dict().items()}, prefix=prefix)
+    module.load_state_dict(state, strict=True)
+    module.eval()
 
 
 class TorchPredictor(Predictor):
@@ -61,6 +80,7 @@ class TorchPredictor(Predictor):
     """
 
     defaults: ClassVar[dict[str, Any]] = dict(TRAINING_DEFAULTS)
+    hparam_specs: ClassVar[dict[str, dict[str, Any]]] = dict(TRAINING_SPECS)
 
     # -- hooks --------------------------------------------------------------------------------------
     @abstractmethod
@@ -149,17 +169,15 @@ class TorchPredictor(Predictor):
         stats = {f"stats.{k}": torch.as_tensor(v, dtype=torch.float32) for k, v in self._stats.items()}
         return {**stats, **{f"module.{k}": v for k, v in self.module.state_dict().items()}}
 
+    def _n_inputs(self) -> int:
+        """Width of the standardised matrix the module reads: the recorded input width by default."""
+        return self._input_width()
+
     def _load_tensors(self, tensors) -> None:
-        self._stats = {
-            k[len("stats.") :]: v.numpy().astype(np.float64)
-            for k, v in tensors.items()
-            if k.startswith("stats.")
-        }
-        missing = [k for k in ("x_mean", "x_std", "y_mean", "y_std") if k not in self._stats]
-        if missing:
-            msg = f"missing normalisation tensors {missing}"
-            raise KeyError(msg)
-        self.module = self.build_module(self._stats["x_mean"].shape[0], self._stats["y_mean"].shape[0])
-        state = {k[len("module.") :]: v for k, v in tensors.items() if k.startswith("module.")}
-        self.module.load_state_dict(state, strict=True)
-        self.module.eval()
+        stats, state = split_tensors(tensors, ("stats.", "module."))
+        n_inputs, n_genes = self._n_inputs(), len(self.genes)
+        expected = {"x_mean": (n_inputs,), "x_std": (n_inputs,), "y_mean": (n_genes,), "y_std": (n_genes,)}
+        check_shapes(stats, expected, prefix="stats.")
+        self._stats = {k: v.numpy() for k, v in stats.items()}  # float32, as at fit
+        self.module = self.build_module(n_inputs, n_genes)
+        load_module(self.module, state)

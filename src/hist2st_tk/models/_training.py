@@ -3,7 +3,8 @@
 One CPU here, one or many GPUs elsewhere, with the same code: ``accelerator``, ``devices``, ``strategy``
 and ``precision`` go straight to :class:`lightning.Trainer`. Training is seeded and deterministic on the
 CPU, stops early on the validation loss, keeps the best weights, and resumes from its last checkpoint
-after an interruption when given a ``checkpoint_dir``.
+after an interruption when given a ``checkpoint_dir``. An unreadable last checkpoint (a run killed while
+writing it) is refused with an error naming it, never skipped: see :func:`train`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +176,12 @@ def train(
     are restored into ``module``. ``augment`` transforms the inputs of each training batch (not the
     validation ones). With ``config.checkpoint_dir``, the last epoch is checkpointed there and
     a later call with the same directory resumes from it.
+
+    A ``last.ckpt`` there that cannot be read (truncated or corrupted, e.g. by a run killed while writing
+    it) raises a ValueError naming the file and saying to delete it to restart training. It is not
+    skipped with a warning: starting over would silently discard the finished epochs and give a
+    model other than the one asked for. Lightning and Hugging Face Transformers likewise fail on a
+    checkpoint they are asked to resume from; the choice to start over is left to the user.
     """
     with contextlib.ExitStack() as stack:
         checkpoint_dir = config.checkpoint_dir
@@ -244,6 +252,8 @@ def _fit(
             num_sanity_val_steps=0,
         )
         last = checkpoint_dir / "last.ckpt"
+        if resumable and last.is_file():
+            check_checkpoint(last)
         trainer.fit(
             plan,
             train_dataloaders=_loader(
@@ -264,3 +274,24 @@ def _fit(
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
             plan.load_state_dict(state)
     return history.values
+
+
+def check_checkpoint(file: Path) -> None:
+    """Raise a ValueError naming ``file`` when it is not a complete checkpoint.
+
+    ``torch.save`` writes a zip archive whose directory comes last and whose members carry a CRC, so a
+    truncated or damaged file is found without unpickling anything.
+    """
+    try:
+        with zipfile.ZipFile(file) as archive:
+            damaged = archive.testzip()
+        problem = None if damaged is None else f"its member {damaged!r} is damaged"
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        problem = str(err)
+    if problem is not None:
+        msg = (
+            f"Cannot resume training from {str(file)!r}: the checkpoint is truncated or corrupted "
+            f"({problem}), e.g. written by a run that was killed. Delete it to restart training from "
+            "the first epoch, or pass another `checkpoint_dir`."
+        )
+        raise ValueError(msg)
