@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-# torch first, pinned: the package must never pull a newer (CUDA) torch (DESIGN.md §5)
+# torch first, pinned: the package must never pull a newer (CUDA) torch (docs/installation.md)
 TORCH  := torch==2.14.1 torchvision==0.29.1
 # The real data beside the repository, unless the caller points elsewhere
 SHARED := $(abspath ../shared/data)

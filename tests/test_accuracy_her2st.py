@@ -1,4 +1,4 @@
-"""Integration: lite0 features + the ridge recipe reproduce the reference numbers of DESIGN.md §6.
+"""Integration: lite0 features + the ridge recipe reproduce the reference numbers of docs/protocols.md.
 
 This proves the patches (physical size, centring, resampling) and the pretrained weights are right:
 a patch off by a few microns or random weights lose several points of Pearson.

@@ -1,4 +1,4 @@
-"""Names shared by every part of the package (DESIGN.md §1-2).
+"""Names shared by every part of the package (docs/data_model.md, docs/outputs.md).
 
 Every reader and writer of an element name or a table key goes through these helpers, so that
 a key is spelled in one place only.

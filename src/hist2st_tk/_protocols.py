@@ -1,4 +1,4 @@
-"""Evaluation protocols of DESIGN.md §6: named folds, gene panels and the reference numbers."""
+"""Evaluation protocols (docs/protocols.md): named folds, gene panels and the reference numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 #: The six HER2ST sections with a full-resolution image: patient B (B4) and patient C (C2-C6).
 HER2ST6: tuple[str, ...] = ("B4", "C2", "C3", "C4", "C5", "C6")
 
-#: Reference mean Pearson per gene (DESIGN.md §6): frozen ImageNet lite0 features of 112 um patches,
+#: Reference mean Pearson per gene (docs/protocols.md): frozen ImageNet lite0 features of 112 um patches,
 #: StandardScaler + PCA(256) + RidgeCV, panels chosen on the training sections of each fold.
 REFERENCE: dict[str, dict[str, float]] = {
     "her2st6-loso": {"top250mean": 0.177, "top50var": 0.229},

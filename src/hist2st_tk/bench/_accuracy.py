@@ -244,7 +244,7 @@ def bench_accuracy(
 
     Rows: method x protocol x fold group x panel, with mean Pearson per gene, Spearman, MAE, per-spot
     Pearson, tumor AUC, train and predict seconds per fold, parameter count and the epoch budget.
-    The reference numbers of DESIGN.md §6 (ridge on lite0) are stated beside them.
+    The reference numbers of docs/protocols.md (ridge on lite0) are stated beside them.
     """
     from ..tl import cross_validate
 
@@ -303,7 +303,7 @@ def bench_accuracy(
         "Features: frozen lite0 (ImageNet EfficientNet-Lite0) of 56/112/224 um patches resampled to 224 px.",
         "pearson = mean over genes of the per-gene Pearson on the held-out section(s), then over folds; "
         "tumor_auc = AUC of the predicted tumor_score against the data authors' cancer clusters.",
-        "reference_pearson = ridge on lite0 112 um features as measured for DESIGN.md §6.",
+        "reference_pearson = ridge on lite0 112 um features as measured for docs/protocols.md.",
         "Neural methods: CPU, early stopping on a held-out training section, at most max_epochs epochs.",
     ]
     write_report("accuracy", table, out_dir=out, title="Prediction accuracy on HER2ST", notes=notes)

@@ -1,4 +1,4 @@
-"""Build the three elements of a section (DESIGN.md §1) the same way for every reader."""
+"""Build the three elements of a section (docs/data_model.md) the same way for every reader."""
 
 from __future__ import annotations
 

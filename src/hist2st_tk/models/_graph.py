@@ -49,7 +49,7 @@ class SectionGraph:
 
 def geometric_nn():
     """``torch_geometric.nn``, imported without its ``torch.jit.script`` deprecation notice (third-party
-    noise on every first import; DESIGN.md §5)."""
+    noise on every first import; docs/installation.md)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")
         import torch_geometric.nn as geometric

@@ -52,7 +52,7 @@ class RidgePredictor(Predictor):
     label_key
         Boolean ``obs`` column of tumor labels; when the training spots have both classes, a logistic
         regression on the same principal components predicts ``tumor_score`` (the image-feature tumor
-        baseline of DESIGN.md §6).
+        baseline of docs/protocols.md).
     tumor_c
         Inverse regularisation strength of that logistic regression (scikit-learn's ``C``); strong
         regularisation transfers best across sections (her2st6-loso AUC 0.80 at 0.1, 0.84 at 0.001 on

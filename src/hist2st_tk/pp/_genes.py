@@ -36,7 +36,7 @@ def select_genes(
 
     The panel is computed on the sections passed as ``sdatas`` only (the training sections), never on
     ``apply_to`` (for example the held-out section), so that the choice of genes leaks nothing from
-    the sections a model is evaluated on (DESIGN.md §6). Only genes present in every training section
+    the sections a model is evaluated on (docs/protocols.md). Only genes present in every training section
     are eligible. Statistics are taken over all spots of the training sections pooled.
 
     Parameters

@@ -37,7 +37,7 @@ def ipca(
 
     :class:`sklearn.decomposition.IncrementalPCA` is fitted batch by batch (``partial_fit``) on the
     spots of the ``fit_on`` sections only, never on the others, so that the components leak nothing
-    from the sections a model is evaluated on (DESIGN.md §6). Every section of ``sdatas`` is then
+    from the sections a model is evaluated on (docs/protocols.md). Every section of ``sdatas`` is then
     projected, batch by batch as well. Pass the returned ``model`` back as ``model=`` to project further
     sections (for example a new slide) without refitting.
 

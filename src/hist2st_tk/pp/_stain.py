@@ -1,6 +1,6 @@
 """Stain normalisation fitted once per slide over its tissue, applied to each patch as a fixed transform.
 
-Per-patch estimation of stain vectors hurt cross-patient accuracy when it was measured (DESIGN.md §6),
+Per-patch estimation of stain vectors hurt cross-patient accuracy when it was measured (docs/protocols.md),
 so the source parameters are estimated here over all the tissue of a slide, at low resolution, and
 recorded in ``sdata.attrs``. :func:`stain_normalizer` rebuilds the fixed transform from that record;
 the image itself is never rewritten.

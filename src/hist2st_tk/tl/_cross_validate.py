@@ -1,4 +1,4 @@
-"""Cross-validation by section or patient under the named protocols of DESIGN.md §6."""
+"""Cross-validation by section or patient under the named protocols of docs/protocols.md."""
 
 from __future__ import annotations
 
