@@ -187,3 +187,18 @@ def test_her2st_st_square_grid(her2st):
     steps = np.abs(x[conn.row] - x[conn.col]) + np.abs(y[conn.row] - y[conn.col])
     assert (steps == 1).mean() > 0.95  # edges join array neighbours
     assert table.uns["spatial_neighbors"]["params"]["mpp"] == mpp
+
+
+def test_building_a_graph_prints_no_third_party_warning():
+    """squidpy's docrep warns at import; the user sees none of it (a fresh interpreter, default filters)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import hist2st_tk as ht\n"
+        "sdata = ht.datasets.synthetic(n_spots=16, n_genes=4)\n"
+        "ht.pp.spatial_graph(sdata)\n"
+    )
+    result = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy as _copy
 import logging
+import warnings
 from typing import TYPE_CHECKING, Literal
 
 from .._constants import TABLE_KEY
@@ -158,10 +159,13 @@ def _check_n_neighs(n_neighs: int, n_spots: int) -> int:
 
 
 def _build(work: ad.AnnData, *, method: str, n_neighs: int, radius_px: float | None, key_added: str) -> None:
-    import squidpy as sq
-    from spatialdata._logging import logger as squidpy_logger
+    with warnings.catch_warnings():
+        # docrep, which squidpy uses for its docstrings, warns about its own keys at import: not the user's to fix
+        warnings.filterwarnings("ignore", category=SyntaxWarning, module="docrep")
+        import squidpy as sq
 
-    # squidpy logs through spatialdata's logger; this package logs the keys it adds itself.
+    # squidpy logs through spatialdata's logger (by its module name); this package logs the keys it adds itself.
+    squidpy_logger = logging.getLogger("spatialdata._logging")
     level = squidpy_logger.level
     squidpy_logger.setLevel(max(level, logging.WARNING))
     try:
