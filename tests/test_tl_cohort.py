@@ -12,7 +12,7 @@ import tifffile
 import hist2st_tk as ht
 from hist2st_tk._sdata import image_levels
 from hist2st_tk.bench._wsi import write_slide
-from hist2st_tk.tl import _cohort
+from hist2st_tk.tl import _slide
 
 TILE_UM = 100.0
 
@@ -89,7 +89,7 @@ def test_streamed_context_features_are_averaged_over_all_tiles(slides):
 
 def test_interrupted_run_resumes_from_finished_batches(slides, model, tmp_path, monkeypatch):
     checkpoint = tmp_path / "chunks"
-    encode = _cohort._encode_rows
+    encode = _slide._encode_rows
     calls = []
 
     def fail_on_third(*args, **kwargs):
@@ -99,17 +99,17 @@ def test_interrupted_run_resumes_from_finished_batches(slides, model, tmp_path, 
         return encode(*args, **kwargs)
 
     sdata = tiled(slides["s1"])
-    monkeypatch.setattr(_cohort, "_encode_rows", fail_on_third)
+    monkeypatch.setattr(_slide, "_encode_rows", fail_on_third)
     with pytest.raises(KeyboardInterrupt):
         ht.tl.predict_slide(sdata, model, batch_tiles=5, checkpoint_dir=checkpoint)
     assert sdata["table"].n_vars == 0 and "X_fft" not in sdata["table"].obsm  # nothing written
     assert sorted(p.name for p in checkpoint.glob("batch_*.npz")) == ["batch_00000.npz", "batch_00001.npz"]
 
-    monkeypatch.setattr(_cohort, "_encode_rows", encode)
+    monkeypatch.setattr(_slide, "_encode_rows", encode)
     predicted = ht.tl.predict_slide(sdata, model, batch_tiles=5, checkpoint_dir=checkpoint)
     assert sdata["table"].uns["predict_slide"]["n_resumed"] == 2
     again = tiled(slides["s1"])
-    monkeypatch.setattr(_cohort, "_encode_rows", None)  # everything must come from the checkpoint now
+    monkeypatch.setattr(_slide, "_encode_rows", None)  # everything must come from the checkpoint now
     pd.testing.assert_frame_equal(
         ht.tl.predict_slide(again, model, batch_tiles=5, checkpoint_dir=checkpoint), predicted
     )

@@ -14,7 +14,7 @@ import pytest
 import hist2st_tk as ht
 from hist2st_tk._sdata import image_levels
 from hist2st_tk.bench._wsi import write_slide
-from hist2st_tk.tl import _cohort
+from hist2st_tk.tl import _checkpoint
 
 TILE_UM = 100.0
 BATCH = 5  # 16 tiles: 4 batches
@@ -72,7 +72,7 @@ def resumed(path, model, checkpoint, caplog) -> tuple[pd.DataFrame, int, str]:
 
 
 def fingerprint(sdata) -> str:
-    return _cohort._fingerprint(sdata, sdata["table"], {"X_fft": {"encoder": "fft"}}, BATCH)
+    return _checkpoint.fingerprint(sdata, sdata["table"], {"X_fft": {"encoder": "fft"}}, BATCH)
 
 
 # -- 1. the checkpoint is tied to the pixels --------------------------------------------------------
@@ -91,7 +91,7 @@ def test_in_memory_section_with_other_pixels_does_not_reuse_the_checkpoint(model
 
 
 def test_fingerprint_of_a_large_image_sees_pixels_under_the_tiles(monkeypatch):
-    monkeypatch.setattr(_cohort, "_HASHED_WHOLE_BYTES", 0)  # as if the section were a whole slide
+    monkeypatch.setattr(_checkpoint, "_HASHED_WHOLE_BYTES", 0)  # as if the section were a whole slide
     a, same = section(1), section(1)
     assert fingerprint(a) == fingerprint(same)
     assert fingerprint(a) != fingerprint(section(2))
@@ -119,25 +119,25 @@ def test_fingerprint_of_a_whole_slide_reads_only_small_windows():
     source = _Recording((3, 100_000, 100_000))
     level = da.from_array(source, chunks=(3, 1024, 1024), fancy=False)
     centres = np.column_stack([np.linspace(500, 99_500, 5000), np.linspace(700, 99_000, 5000)])
-    windows = _cohort._pixel_windows(level, centres)
-    assert windows == _cohort._pixel_windows(level, centres)  # fixed: the same windows every time
+    windows = _checkpoint._pixel_windows(level, centres)
+    assert windows == _checkpoint._pixel_windows(level, centres)  # fixed: the same windows every time
     assert 0 < len(windows) <= 32
     assert all(ys.stop - ys.start <= 64 and xs.stop - xs.start <= 64 for ys, xs in windows)
-    digest = _cohort._pixel_digest(level, windows)
+    digest = _checkpoint._pixel_digest(level, windows)
     assert source.read <= len(windows) * 3 * 1024**2  # at most one chunk per window
-    assert digest == _cohort._pixel_digest(level, windows)
+    assert digest == _checkpoint._pixel_digest(level, windows)
 
 
 def test_fingerprint_of_a_small_image_covers_every_pixel():
     image = np.zeros((3, 1200, 1200), np.uint8)
-    windows = _cohort._pixel_windows(image, np.zeros((0, 2)))
+    windows = _checkpoint._pixel_windows(image, np.zeros((0, 2)))
     covered = np.zeros(image.shape[1:], bool)
     for ys, xs in windows:
         covered[ys, xs] = True
     assert covered.all()
     changed = image.copy()
     changed[1, 1199, 0] = 1
-    assert _cohort._pixel_digest(changed, windows) != _cohort._pixel_digest(image, windows)
+    assert _checkpoint._pixel_digest(changed, windows) != _checkpoint._pixel_digest(image, windows)
 
 
 def test_fingerprint_of_a_slide_file_follows_the_file(slides, tmp_path):

@@ -24,6 +24,13 @@ def get_table(sdata: SpatialData, table_key: str = TABLE_KEY) -> ad.AnnData:
     return sdata.tables[table_key]
 
 
+def instance_key(table: ad.AnnData) -> str:
+    """The ``obs`` column holding the spot (or tile) ids of ``table``, as spatialdata records it."""
+    from spatialdata.models import get_table_keys
+
+    return get_table_keys(table)[2]
+
+
 def spots_key_of(table: ad.AnnData) -> str:
     """The one shapes element a table annotates."""
     from spatialdata.models import get_table_keys

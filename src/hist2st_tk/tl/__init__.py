@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from ._clusters import cluster_agreement
-from ._cohort import predict_cohort, predict_slide
+from ._cohort import predict_cohort
 from ._cross_validate import CrossValidation, cross_validate
 from ._evaluate import evaluate
 from ._predict import fit_predictor, predict_expression, warn_if_unsuitable
 from ._regions import TumorClassifier, compare_regions, fit_tumor_classifier, tumor_regions, tumor_score_auc
+from ._slide import predict_slide
 from ._survival import CoxResult, cox, survival_table, write_survival_table
 
 __all__ = [
