@@ -317,3 +317,15 @@ def test_image2gene_bank_must_hold_k_spots(fitted, tmp_path):
         ValueError, match=r"the reference bank holds 72 spots, fewer than the k=1000 neighbours"
     ):
         Predictor.load(path)
+
+
+def test_resolve_names_one_fitted_predictor(tmp_path):
+    default = ht.models.resolve(None)
+    assert default is ht.models.default_model()
+    saved = default.save(tmp_path / "copy")
+    assert list(ht.models.resolve(saved).genes) == list(default.genes)
+    assert ht.models.resolve(default) is default
+    with pytest.raises(TypeError, match=r"`model` must be a fitted predictor .* or None for the default model; got"):
+        ht.models.resolve(ht.models.RidgePredictor())
+    with pytest.raises(FileNotFoundError, match="No model directory at"):
+        ht.models.resolve(tmp_path / "nothing")

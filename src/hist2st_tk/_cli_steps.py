@@ -19,7 +19,6 @@ from ._constants import TABLE_KEY
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
-    from .models import Predictor
 
 
 # the slide files a folder given to `hist2st cohort` contributes
@@ -83,20 +82,13 @@ def fit(paths: Sequence[str | Path], *, out: str | Path, **kwargs: Any) -> Path:
     return model.save(out)
 
 
-def load_model(model: str | Path | None) -> Predictor:
-    """The model saved at ``model``, or the shipped default model."""
-    from .models import Predictor, default_model
-
-    return Predictor.load(model) if model is not None else default_model()
-
-
 def predict(paths: Sequence[str | Path], *, model: str | Path | None, key_added: str | None) -> None:
     """:func:`hist2st_tk.tl.predict_expression` on each store (which computes the features the model
     reads that the store lacks); written back into it."""
-    from . import tl
+    from . import models, tl
 
     sections = read_sections(paths)
-    loaded = load_model(model)
+    loaded = models.resolve(model)
     for sdata in sections:
         before = set(sdata.shapes)
         tl.predict_expression(sdata, loaded, key_added=key_added)
@@ -133,7 +125,7 @@ def slide(
     A slide file is read with :func:`hist2st_tk.io.read_wsi` and the result, without the image (its
     ``attrs`` name the slide file), written to ``out``; a store is updated in place unless ``out`` is given.
     """
-    from . import io, pp, tl
+    from . import io, models, pp, tl
 
     source = Path(source)
     is_store = source.is_dir()
@@ -143,7 +135,7 @@ def slide(
     if is_store and mpp is not None:
         msg = f"--mpp applies to a slide file; the store {str(source)!r} records its scale (see `ht.io.set_mpp`)."
         raise ValueError(msg)
-    predictor = load_model(model)
+    predictor = models.resolve(model)
     sdata = io.read_zarr(source) if is_store else io.read_wsi(source, mpp=mpp)
     before = set(sdata.shapes)
     pp.tile_tissue(sdata, tile_um=tile_um, min_tissue=min_tissue)
@@ -157,9 +149,9 @@ def slide(
 
 def cohort(slides: Sequence[str | Path], *, out: str | Path, model: str | Path | None, **options: Any) -> pd.DataFrame:
     """:func:`hist2st_tk.tl.predict_cohort` on the slide files ``slides`` (a folder gives its slide files)."""
-    from . import tl
+    from . import models, tl
 
-    return tl.predict_cohort(slide_files(slides), load_model(model), out_dir=out, **options)
+    return tl.predict_cohort(slide_files(slides), models.resolve(model), out_dir=out, **options)
 
 
 def slide_files(paths: Sequence[str | Path]) -> list[Path]:

@@ -28,6 +28,38 @@ def default_model() -> Predictor:
     return _load(DEFAULT_MODEL_DIR)
 
 
+def resolve(model: Predictor | str | Path | None) -> Predictor:
+    """The fitted predictor that ``model`` names: itself, the one saved in the directory ``model``, or the
+    default model for ``None``.
+
+    Parameters
+    ----------
+    model
+        A fitted predictor, the directory of a saved one (:meth:`Predictor.save`), or ``None``.
+
+    Returns
+    -------
+    The predictor; nothing is written.
+
+    Examples
+    --------
+    >>> import hist2st_tk as ht
+    >>> ht.models.resolve(None).method
+    'ridge'
+    """
+    if model is None:
+        return default_model()
+    if isinstance(model, (str, Path)):
+        return Predictor.load(model)
+    if not isinstance(model, Predictor) or not model.is_fitted:
+        msg = (
+            "`model` must be a fitted predictor (ht.tl.fit_predictor), the directory of a saved one, or None "
+            f"for the default model; got {model!r}."
+        )
+        raise TypeError(msg)
+    return model
+
+
 @cache
 def _load(path: Path) -> Predictor:
     if not (path / "model.json").is_file():

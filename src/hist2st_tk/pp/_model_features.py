@@ -51,12 +51,9 @@ def model_features(
     (``obsp["spatial_connectivities"]``, ``obsp["spatial_distances"]``, ``uns["spatial_neighbors"]``).
     Nothing is left behind when the call fails.
     """
-    from ..models import Predictor, default_model
+    from ..models import resolve
 
-    model = default_model() if model is None else model
-    if not isinstance(model, Predictor) or not model.is_fitted:
-        msg = f"`model` must be a fitted predictor (ht.tl.fit_predictor or ht.models.load), got {model!r}."
-        raise TypeError(msg)
+    model = resolve(model)
     table = get_table(sdata, table_key)
     recorded = model.inputs
     missing = [key for key in model.use_rep if key not in table.obsm]

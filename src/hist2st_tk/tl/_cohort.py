@@ -17,7 +17,7 @@ from .._constants import TABLE_KEY
 from .._files import atomic_write
 from .._logging import format_ids, logger
 from .._validate import check_count
-from ._slide import as_predictor, feature_specs, predict_slide
+from ._slide import feature_specs, predict_slide
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -105,9 +105,10 @@ def predict_cohort(
     """
     from .._scale import check_mpp
     from .._validate import check_microns
+    from ..models import resolve
     from ..pp._tiles import _check_fraction
 
-    checked = as_predictor(model)  # a saved model is loaded here once, to fail early when it cannot be
+    checked = resolve(model)  # a saved model is loaded here once, to fail early when it cannot be
     feature_specs(checked)
     n_workers = check_count(n_workers, "n_workers")
     if mpp is not None:

@@ -160,14 +160,11 @@ def predict_expression(
 
     Nothing is written when the call fails.
     """
-    from ..models import Predictor, default_model
+    from ..models import resolve
     from ..pp import model_features
     from ..pp._model_features import TableSnapshot
 
-    if model is None:
-        model = default_model()
-    if isinstance(model, (str, Path)):
-        model = Predictor.load(model)
+    model = resolve(model)
     key = key_added or f"predicted_{model.method}"
     table = get_table(sdata, table_key)
     _check_key_added(table, key, table_key)

@@ -108,10 +108,11 @@ def predict_slide(
 
     Nothing is written into ``sdata`` when the call fails (finished batches stay in ``checkpoint_dir``).
     """
+    from ..models import resolve
     from ._predict import warn_if_unsuitable
 
     start = time.perf_counter()
-    model = as_predictor(model)
+    model = resolve(model)
     specs = feature_specs(model)
     warn_if_unsuitable(sdata, model, table_key=table_key)
     batch_tiles = check_count(batch_tiles, "batch_tiles")
@@ -231,17 +232,6 @@ def feature_specs(model: Predictor) -> dict[str, dict[str, Any]]:
             "working_mpp": spec.get("working_mpp"),
         }
     return specs
-
-
-def as_predictor(model):
-    from ..models import Predictor
-
-    if isinstance(model, (str, Path)):
-        return Predictor.load(model)
-    if not isinstance(model, Predictor) or not model.is_fitted:
-        msg = f"`model` must be a fitted predictor or the directory of a saved one, got {model!r}."
-        raise TypeError(msg)
-    return model
 
 
 def _predict_expression(*args, **kwargs):
