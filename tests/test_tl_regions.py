@@ -138,6 +138,7 @@ def test_compare_regions_per_section_and_pooled(sections):
     pooled = result[result["scope"] == "pooled"].set_index("gene")
     assert (pooled["n_units"] == 2).all() and pooled["test"].iloc[0] == "paired t (patients)"
     assert pooled.loc["COL1A1", "log_fold_change"] < 0
+    assert result.loc[result["scope"] != "pooled", "interpretable"].all()
 
     table = sections["s0"]["table"]
     tumor = table.obs["tumor"].to_numpy(dtype=bool)
@@ -150,6 +151,41 @@ def test_compare_regions_per_section_and_pooled(sections):
     # one patient: sections are the units
     one = ht.tl.compare_regions([sections["s0"], sections["s1"]], key=KEY)
     assert one.loc[one["scope"] == "pooled", "test"].iloc[0] == "paired t (sections)"
+
+
+def test_pooled_test_of_two_patients_is_flagged_not_interpretable(sections, caplog):
+    with caplog.at_level(logging.WARNING, logger="hist2st_tk"):
+        result = ht.tl.compare_regions(sections, groupby="tumor", key=KEY)
+    pooled = result[result["scope"] == "pooled"]
+    assert result["interpretable"].dtype == bool
+    assert (pooled["n_units"] == 2).all() and not pooled["interpretable"].any()
+    # the paired t-test on two patients is not reported; the means and their difference are
+    assert pooled[["effect_size", "statistic", "pvalue", "pvalue_adj"]].isna().all().all()
+    assert pooled[["mean_group", "mean_reference", "log_fold_change"]].notna().all().all()
+    assert "has 2 patients (fewer than 3): not interpretable" in caplog.text
+    stored = sections["s0"]["table"].uns["compare_regions"]["results"]
+    assert not stored.loc[stored["scope"] == "pooled", "interpretable"].any()
+
+
+def test_pooled_test_of_three_patients_is_reported(caplog):
+    sections = {f"s{i}": _section(i, f"s{i}", patient=f"p{i}") for i in range(3)}
+    with caplog.at_level(logging.WARNING, logger="hist2st_tk"):
+        result = ht.tl.compare_regions(sections, groupby="tumor", key=KEY)
+    pooled = result[result["scope"] == "pooled"].set_index("gene")
+    assert (pooled["n_units"] == 3).all() and pooled["interpretable"].all()
+    assert "not interpretable" not in caplog.text
+    # Cohen's d_z and the paired t-test on the three patients' mean differences
+    from scipy.stats import ttest_rel
+
+    tables = [sections[s]["table"] for s in sections]
+    tumor = [t.obs["tumor"].to_numpy(dtype=bool) for t in tables]
+    a = [t.obsm[KEY]["ERBB2"][m].mean() for t, m in zip(tables, tumor, strict=True)]
+    b = [t.obsm[KEY]["ERBB2"][~m].mean() for t, m in zip(tables, tumor, strict=True)]
+    expected = ttest_rel(a, b)
+    assert pooled.loc["ERBB2", "statistic"] == pytest.approx(expected.statistic)
+    assert pooled.loc["ERBB2", "pvalue"] == pytest.approx(expected.pvalue)
+    diff = np.subtract(a, b)
+    assert pooled.loc["ERBB2", "effect_size"] == pytest.approx(diff.mean() / diff.std(ddof=1))
 
 
 def test_compare_regions_clusters_against_rest(sections):

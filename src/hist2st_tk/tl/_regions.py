@@ -330,9 +330,12 @@ def tumor_score_auc(
 #: Columns of the table :func:`compare_regions` returns.
 COMPARE_COLUMNS: tuple[str, ...] = (
     "gene", "scope", "group", "reference", "mean_group", "mean_reference", "log_fold_change",
-    "effect_size", "statistic", "pvalue", "pvalue_adj", "n_units", "test",
+    "effect_size", "statistic", "pvalue", "pvalue_adj", "n_units", "interpretable", "test",
 )  # fmt: skip
 _MIN_SPOTS = 2  # a group needs two spots for a variance
+#: Fewest units (patients, or sections) of a pooled test whose effect size and p-value are reported: a
+#: paired t-test on two units has one degree of freedom and a standard deviation of two differences.
+MIN_POOLED_UNITS = 3
 
 
 def compare_regions(
@@ -351,8 +354,13 @@ def compare_regions(
     optimistic; read them as a ranking. Pooled, the units are patients (``obs["patient"]``) when the
     sections come from at least two, else sections: each unit's mean per group (the mean of its sections'
     spot means) enters a two-sided paired t-test across units, with Cohen's d_z (mean over sd of the paired
-    differences) as effect size. P-values are adjusted by Benjamini-Hochberg over the genes of each
-    (scope, group). Spots with a missing ``groupby`` value are left out.
+    differences) as effect size. With fewer than three units (:data:`MIN_POOLED_UNITS`; HER2ST has two
+    patients) that test has one degree of freedom and its effect size is the mean over the standard
+    deviation of two differences: neither it nor the p-value can be interpreted, so the pooled rows keep
+    the group means and ``log_fold_change`` but hold NaN as ``effect_size``, ``statistic``, ``pvalue`` and
+    ``pvalue_adj``, with ``interpretable`` False (and a warning is logged). P-values are adjusted by
+    Benjamini-Hochberg over the genes of each (scope, group). Spots with a missing ``groupby`` value are
+    left out.
 
     Parameters
     ----------
@@ -376,8 +384,23 @@ def compare_regions(
     or ``"pooled"``), ``group``, ``reference`` (as strings), ``mean_group``, ``mean_reference``,
     ``log_fold_change`` (difference of the mean log-normalised predictions), ``effect_size``,
     ``statistic``, ``pvalue``, ``pvalue_adj``, ``n_units`` (spots of the group per section; units pooled),
-    ``test``. Writes ``uns["compare_regions"]`` into each table: ``results`` (that section's rows and the
-    pooled rows) and ``params``.
+    ``interpretable`` (bool: False for pooled rows of fewer than :data:`MIN_POOLED_UNITS` units, whose
+    ``effect_size``, ``statistic``, ``pvalue`` and ``pvalue_adj`` are NaN; True otherwise, though
+    per-section p-values remain a ranking), ``test``. Writes ``uns["compare_regions"]`` into each table:
+    ``results`` (that section's rows and the pooled rows) and ``params``.
+
+    Examples
+    --------
+    >>> import hist2st_tk as ht
+    >>> sections = {}
+    >>> for i, patient in enumerate(["p0", "p1"]):
+    ...     sdata = ht.datasets.synthetic(n_spots=36, n_genes=4, seed=i, sample=f"s{i}", patient=patient)
+    ...     sdata["table"].obsm["predicted_x"] = sdata["table"].to_df()
+    ...     sections[f"s{i}"] = sdata
+    >>> result = ht.tl.compare_regions(sections, groupby="tumor")
+    >>> pooled = result[result["scope"] == "pooled"]
+    >>> bool((pooled["n_units"] == 2).all() and not pooled["interpretable"].any() and pooled["pvalue"].isna().all())
+    True
     """
     sections = _section_dict(sdata_or_list, table_key)
     tables = {name: get_table(sd, table_key) for name, sd in sections.items()}
@@ -498,14 +521,12 @@ def _spot_test(genes, scope: str, group: str, ref: str, a: np.ndarray, b: np.nda
     return _frame(
         genes, scope, group, ref, a.mean(axis=0), b.mean(axis=0),
         effect_size=_cohen_d(a, b), statistic=test.statistic, pvalue=test.pvalue, n_units=len(a),
-        test="mann-whitney-u (spots)",
+        interpretable=True, test="mann-whitney-u (spots)",
     )  # fmt: skip
 
 
 def _pooled(genes, wanted, ref: str, unit_means: dict, patients: dict[str, str]) -> list[pd.DataFrame]:
-    """Patients (or sections) as units: a paired t-test of their mean per group."""
-    from scipy.stats import t as student_t
-
+    """Patients (or sections) as units: a paired t-test of their mean per group (NaN with too few units)."""
     by_patient = len(set(patients.values())) >= 2
     rows = []
     for group in wanted:
@@ -518,12 +539,14 @@ def _pooled(genes, wanted, ref: str, unit_means: dict, patients: dict[str, str])
             continue
         a = np.array([np.mean([m[0] for m in v], axis=0) for v in units.values()])
         b = np.array([np.mean([m[1] for m in v], axis=0) for v in units.values()])
-        diff = a - b
-        n = len(diff)
-        sd = diff.std(axis=0, ddof=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            d_z = np.where(sd > 0, diff.mean(axis=0) / sd, np.nan)
-        statistic = d_z * np.sqrt(n)
+        unit = "patients" if by_patient else "sections"
+        interpretable = len(units) >= MIN_POOLED_UNITS
+        if not interpretable:
+            logger.warning(
+                "compare_regions: the pooled test of %r against %r has %d %s (fewer than %d): not "
+                "interpretable, its effect sizes and p-values are NaN",
+                group, ref, len(units), unit, MIN_POOLED_UNITS,
+            )  # fmt: skip
         rows.append(
             _frame(
                 genes,
@@ -532,14 +555,29 @@ def _pooled(genes, wanted, ref: str, unit_means: dict, patients: dict[str, str])
                 ref,
                 a.mean(axis=0),
                 b.mean(axis=0),
-                effect_size=d_z,
-                statistic=statistic,
-                pvalue=2 * student_t.sf(np.abs(statistic), n - 1),
-                n_units=n,
-                test=f"paired t ({'patients' if by_patient else 'sections'})",
-            )  # fmt: skip
+                **_paired_t(a - b, interpretable=interpretable),
+                n_units=len(units),
+                interpretable=interpretable,
+                test=f"paired t ({unit})",
+            )
         )
     return rows
+
+
+def _paired_t(diff: np.ndarray, *, interpretable: bool) -> dict[str, np.ndarray]:
+    """Cohen's d_z, t statistic and two-sided p-value per column of paired differences (units x genes);
+    all NaN when not ``interpretable``."""
+    from scipy.stats import t as student_t
+
+    if not interpretable:
+        nan = np.full(diff.shape[1], np.nan)
+        return {"effect_size": nan, "statistic": nan, "pvalue": nan}
+    n = len(diff)
+    sd = diff.std(axis=0, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_z = np.where(sd > 0, diff.mean(axis=0) / sd, np.nan)
+    statistic = d_z * np.sqrt(n)
+    return {"effect_size": d_z, "statistic": statistic, "pvalue": 2 * student_t.sf(np.abs(statistic), n - 1)}
 
 
 def _adjust(result: pd.DataFrame) -> pd.DataFrame:
