@@ -57,7 +57,8 @@ def test_gene_scores_of_a_section(check_figure):
     np.testing.assert_allclose([b.get_width() for b in bars], best.to_numpy())
     ticks = sorted(zip(ax.get_yticks(), ax.get_yticklabels(), strict=True), key=lambda t: -t[0])
     assert [label.get_text() for _, label in ticks] == list(best.index)
-    assert ax.get_title() == "predicted_ridge: best 6 of 10 genes"
+    assert ax.get_title() == "predicted (ridge): best 6 of 10 genes"
+    assert ax.get_xlabel() == "Pearson's r"
     assert ax.lines[0].get_xdata()[0] == pytest.approx(pearson.mean())
     check_figure(fig, "gene_scores_section")
 
@@ -66,6 +67,7 @@ def test_gene_scores_errors_are_lowest_first():
     fig = ht.pl.gene_scores(scored_section(), metric="mae", top=3)
     bars = sorted(fig.axes[0].patches, key=lambda p: -p.get_y())
     np.testing.assert_allclose([b.get_width() for b in bars], [0.2, 0.3, 0.4])
+    assert fig.axes[0].get_xlabel() == "mean absolute error (log1p normalised counts)"
     plt.close(fig)
 
 
@@ -73,9 +75,10 @@ def test_gene_scores_compares_methods_and_folds(check_figure):
     scores = tidy_scores()
     fig = ht.pl.gene_scores(scores)
     assert [ax.get_title() for ax in fig.axes] == [
-        "top250mean: pearson per gene",
-        "top50var: pearson per gene",
+        "top250mean: Pearson's r per gene",
+        "top50var: Pearson's r per gene",
     ]
+    assert fig.axes[0].get_ylabel() == "Pearson's r"
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["B4", "C2", "C3"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ridge", "histospace"]
@@ -94,7 +97,9 @@ def test_gene_scores_accepts_a_cross_validation():
     )
     fig = ht.pl.gene_scores(cv, groupby="held_out", metric="mae")
     assert fig.axes[0].get_legend() is None
-    assert fig.axes[0].get_xlabel() == "held_out"
+    assert fig.axes[0].get_xlabel() == "held out"
+    assert fig.axes[0].get_ylabel() == "mean absolute error (log1p normalised counts)"
+    assert fig.axes[0].get_title() == "top250mean: mean absolute error per gene"
     plt.close(fig)
 
 
@@ -119,8 +124,8 @@ def test_training_history(check_figure):
     fig = ht.pl.training_history(HISTORY)
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.lines}
-    np.testing.assert_allclose(lines["train_loss"].get_ydata(), HISTORY["train_loss"])
-    np.testing.assert_allclose(lines["val_loss"].get_xdata(), np.arange(1, 7))
+    np.testing.assert_allclose(lines["train loss"].get_ydata(), HISTORY["train_loss"])
+    np.testing.assert_allclose(lines["val loss"].get_xdata(), np.arange(1, 7))
     assert lines["best epoch (3)"].get_xdata()[0] == 3
     assert ax.get_title() == "training history (validation: C3)"
     check_figure(fig, "training_history")
@@ -138,7 +143,7 @@ def test_training_history_of_a_predictor():
     }
     fig = ht.pl.training_history(model, log_scale=True)
     ax = fig.axes[0]
-    assert [line.get_label() for line in ax.lines] == ["train_loss", "val_loss", "best epoch (2)"]
+    assert [line.get_label() for line in ax.lines] == ["train loss", "val loss", "best epoch (2)"]
     np.testing.assert_allclose(ax.lines[0].get_ydata(), model.history["train_loss"])
     assert ax.get_yscale() == "log"
     assert ax.get_title() == "training history (validation: s1)"

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
 
@@ -48,9 +49,9 @@ def test_spatial_expression_shares_one_colour_scale_per_gene():
     fig = ht.pl.spatial_expression(sdata, GENES[:2], ncols=2)
     axes = titled(fig)
     assert [ax.get_title() for ax in axes] == [
-        "gene_000 predicted",
+        "gene_000 predicted (ridge)",
         "gene_000 measured",
-        "gene_001 predicted",
+        "gene_001 predicted (ridge)",
         "gene_001 measured",
     ]
     spots = sdata.shapes["synthetic_spots"].index
@@ -62,15 +63,32 @@ def test_spatial_expression_shares_one_colour_scale_per_gene():
         np.testing.assert_allclose(meas.get_array(), measured)
         both = np.concatenate([predicted, measured])
         assert pred.get_clim() == meas.get_clim() == pytest.approx((both.min(), both.max()))
-    # one colour bar per gene, not per panel
+    # one colour bar per gene, not per panel, with the unit of X and of the predictions
     assert len(fig.axes) == 4 + 2
+    assert [ax.get_ylabel() for ax in fig.axes[4:]] == ["log1p normalised counts"] * 2
+    # a scale bar on every image panel: the crop spans 166 px = 830 um at 5 um per px; a round fifth: 100 um
+    for ax in axes:
+        (bar,) = [a for a in ax.artists if isinstance(a, AnchoredSizeBar)]
+        assert bar.txt_label.get_text() == "100 µm"
+        assert bar.size_bar.get_children()[0].get_width() == pytest.approx(100 / 5.0)
+    plt.close(fig)
+
+
+def test_spatial_expression_from_a_layer_names_both_units():
+    fig = ht.pl.spatial_expression(predicted_section(), "gene_000", layer="counts", scale_bar=False)
+    assert [ax.get_title() for ax in titled(fig)] == [
+        "gene_000 predicted (ridge)",
+        "gene_000 measured (counts)",
+    ]
+    assert fig.axes[2].get_ylabel() == "log1p normalised counts (predicted), counts (measured)"
+    assert not [a for ax in fig.axes for a in ax.artists]
     plt.close(fig)
 
 
 def test_spatial_expression_predictions_only_and_save(tmp_path):
     sdata = predicted_section()
     fig = ht.pl.spatial_expression(sdata, GENES, measured=False, panel_size=2.0, save=tmp_path / "expr.png")
-    assert [ax.get_title() for ax in titled(fig)] == [f"{g} predicted" for g in GENES]
+    assert [ax.get_title() for ax in titled(fig)] == [f"{g} predicted (ridge)" for g in GENES]
     assert (tmp_path / "expr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed into place
     plt.close(fig)
@@ -81,13 +99,13 @@ def test_spatial_expression_uses_the_most_recent_predictions():
     table = sdata.tables["table"]
     table.obsm["predicted_other"] = table.obsm["predicted_ridge"] + 1.0
     fig = ht.pl.spatial_expression(sdata, "gene_000", measured=False)
-    assert fig.get_suptitle() == "predicted_other"
+    assert [ax.get_title() for ax in titled(fig)] == ["gene_000 predicted (other)"]
     np.testing.assert_allclose(
         np.sort(titled(fig)[0].collections[0].get_array()),
         np.sort(table.obsm["predicted_other"]["gene_000"].to_numpy()),
     )
     fig = ht.pl.spatial_expression(sdata, "gene_000", key="predicted_ridge", measured=False)
-    assert fig.get_suptitle() == "predicted_ridge"
+    assert [ax.get_title() for ax in titled(fig)] == ["gene_000 predicted (ridge)"]
     plt.close("all")
 
 
@@ -156,7 +174,11 @@ def test_spatial_expression_of_an_h_and_e_only_slide():
     ):
         ht.pl.spatial_expression(sdata, "gene_000")
     fig = ht.pl.spatial_expression(sdata, "gene_000", measured=False)
-    assert [ax.get_title() for ax in titled(fig)] == ["gene_000 predicted"]
+    assert [ax.get_title() for ax in titled(fig)] == ["gene_000 predicted (ridge)"]
+    # ht.pl.spatial reads the genes of such a slide from X, which holds these predictions
+    fig = ht.pl.spatial(sdata, "gene_000")
+    assert fig.axes[0].get_title() == "gene_000 predicted (ridge)"
+    assert fig.axes[1].get_ylabel() == "log1p normalised counts"
     plt.close(fig)
 
 
@@ -168,7 +190,10 @@ def test_predicted_vs_observed(check_figure):
         measured = dense(table[:, gene].X).ravel()
         predicted = table.obsm["predicted_ridge"][gene].to_numpy()
         assert ax.get_title() == f"{gene}  r = {pearsonr(measured, predicted)[0]:.2f}"
+        assert ax.get_xlabel() == "measured\nlog1p normalised counts"
+        assert ax.get_ylabel() == "predicted (ridge)\nlog1p normalised counts"
         np.testing.assert_allclose(ax.collections[0].get_offsets(), np.column_stack([measured, predicted]))
+    assert fig.get_suptitle() == "predicted (ridge)"
     check_figure(fig, "predicted_vs_observed")
 
 
@@ -186,19 +211,72 @@ def test_tumor_map(check_figure):
     sdata = predicted_section()
     obs = sdata.tables["table"].obs
     fig = ht.pl.tumor_map(sdata, panel_size=2.5)
-    score_ax, label_ax = titled(fig)
+    score_ax, label_ax, bars_ax = titled(fig)
     auc = roc_auc_score(obs["tumor"].astype(bool), obs["tumor_score"])
-    assert score_ax.get_title() == f"tumor_score (AUC vs tumor: {auc:.2f})"
+    assert score_ax.get_title() == f"tumor score\nAUC vs tumor: {auc:.2f}"
     assert score_ax.collections[0].get_clim() == (0.0, 1.0)
-    assert [t.get_text() for t in label_ax.get_legend().get_texts()] == ["False", "True"]
+    assert score_ax.collections[0].colorbar.ax.get_ylabel() == "tumor probability"
+    legend = label_ax.get_legend()
+    assert legend.get_title().get_text() == "region label (data authors')"
+    assert [t.get_text() for t in legend.get_texts()] == ["False", "True"]
+    # beside the AUC: the mean score of each label (here the labels themselves), highest on top
+    means = obs.groupby(obs["tumor"].astype(bool))["tumor_score"].mean().sort_values(ascending=False)
+    bars = sorted(bars_ax.patches, key=lambda p: -p.get_y())
+    np.testing.assert_allclose([b.get_width() for b in bars], means.to_numpy())
+    counts = obs["tumor"].astype(bool).value_counts()
+    ticks = sorted(zip(bars_ax.get_yticks(), bars_ax.get_yticklabels(), strict=True), key=lambda t: -t[0])
+    assert [t.get_text() for _, t in ticks] == [f"{label} (n={counts[label]})" for label in means.index]
+    assert bars_ax.get_title() == "mean score by tumor"
+    assert bars_ax.get_xlabel() == "mean tumor probability"
+    for ax in (score_ax, label_ax):
+        assert [a.txt_label.get_text() for a in ax.artists if isinstance(a, AnchoredSizeBar)] == ["100 µm"]
     check_figure(fig, "tumor_map")
+
+
+def test_tumor_map_mean_score_per_region_label():
+    """HER2ST's layout: finer region labels beside the boolean tumor, each bar in its region's label colour."""
+    from matplotlib.colors import to_hex
+
+    from hist2st_tk.pl._utils import BOOLEAN_COLOURS
+
+    sdata = predicted_section()
+    obs = sdata.tables["table"].obs
+    tumor = obs["tumor"].astype(bool)
+    obs["region_label"] = pd.Categorical(
+        np.where(tumor, "cancer", np.where(obs["latent_texture"] > 0.5, "immune", "adipose"))
+    )
+    obs.loc[obs.index[:3], "region_label"] = np.nan  # spots without a label are left out
+    fig = ht.pl.tumor_map(sdata, label_title="tumor (my annotation)")
+    _, label_ax, bars_ax = titled(fig)
+    assert label_ax.get_legend().get_title().get_text() == "tumor (my annotation)"
+    assert bars_ax.get_title() == "mean score by region label"
+    labelled = obs[obs["region_label"].notna()]
+    means = labelled.groupby("region_label", observed=True)["tumor_score"].mean().sort_values(ascending=False)
+    bars = sorted(bars_ax.patches, key=lambda p: -p.get_y())
+    np.testing.assert_allclose([b.get_width() for b in bars], means.to_numpy())
+    colours = [to_hex(b.get_facecolor()[:3]) for b in bars]
+    assert colours == [BOOLEAN_COLOURS[region == "cancer"] for region in means.index]
+    # region_key chooses another grouping; label_title=None drops the legend title
+    fig = ht.pl.tumor_map(sdata, region_key="tumor", label_title=None)
+    assert titled(fig)[2].get_title() == "mean score by tumor"
+    assert titled(fig)[1].get_legend().get_title().get_text() == ""
+    plt.close("all")
+
+
+def test_tumor_map_of_a_marker_signature():
+    """A score of tl.tumor_regions without a classifier is no probability: its colour bar says so."""
+    sdata = predicted_section()
+    ht.tl.tumor_regions(sdata, signature=["gene_000", "gene_001"])
+    fig = ht.pl.tumor_map(sdata)
+    assert titled(fig)[0].collections[0].colorbar.ax.get_ylabel() == "tumor marker signature (logistic)"
+    plt.close(fig)
 
 
 def test_tumor_map_without_labels_and_bad_input():
     sdata = predicted_section()
     obs = sdata.tables["table"].obs
     fig = ht.pl.tumor_map(sdata, label_key=None)
-    assert [ax.get_title() for ax in titled(fig)] == ["tumor_score"]
+    assert [ax.get_title() for ax in titled(fig)] == ["tumor score"]
     plt.close(fig)
     with pytest.raises(KeyError, match=r"No obs\['region_kind'\] \(`label_key`\).*label_key=None"):
         ht.pl.tumor_map(sdata, label_key="region_kind")
@@ -206,7 +284,14 @@ def test_tumor_map_without_labels_and_bad_input():
         ht.pl.tumor_map(sdata, score_key="score")
     with pytest.raises(TypeError, match=r"obs\['tumor'\] must hold numeric scores"):
         ht.pl.tumor_map(sdata, score_key="tumor")
+    with pytest.raises(KeyError, match=r"No obs\['region_kind'\] \(`region_key`\) in table 'table'"):
+        ht.pl.tumor_map(sdata, region_key="region_kind")
+    with pytest.raises(TypeError, match="`label_title` must be a string or None, got a bool"):
+        ht.pl.tumor_map(sdata, label_title=False)
+    with pytest.raises(ValueError, match="`scale_bar` must be a positive length in µm, got 0"):
+        ht.pl.tumor_map(sdata, scale_bar=0)
     assert "region_kind" not in obs
+    assert plt.get_fignums() == []
 
 
 def test_plots_of_a_fitted_predictor():
@@ -221,10 +306,17 @@ def test_plots_of_a_fitted_predictor():
     ht.tl.evaluate(sdata, key="predicted_ridge")
     genes = list(model.genes[:2])
     fig = ht.pl.spatial_expression(sdata, genes)
-    assert [ax.get_title() for ax in titled(fig)][:2] == [f"{genes[0]} predicted", f"{genes[0]} measured"]
+    assert [ax.get_title() for ax in titled(fig)][:2] == [
+        f"{genes[0]} predicted (ridge)",
+        f"{genes[0]} measured",
+    ]
     fig = ht.pl.predicted_vs_observed(sdata, genes)
     pearson = sdata.tables["table"].var["predicted_ridge_pearson"]
     assert [ax.get_title() for ax in titled(fig)] == [f"{g}  r = {pearson[g]:.2f}" for g in genes]
     fig = ht.pl.gene_scores(sdata)
     assert len(fig.axes[0].patches) == 4
+    assert "predicted_ridge_spot_pearson" in sdata.tables["table"].obs  # written by tl.evaluate
+    fig = ht.pl.spatial(sdata, "predicted_ridge_spot_pearson")
+    assert fig.axes[0].get_title() == "Pearson's r per spot"
+    assert fig.axes[1].get_ylabel() == "Pearson's r across genes"
     plt.close("all")

@@ -42,6 +42,14 @@ def test_km_by_group(check_figure):
     assert fig.axes[0].get_title() == f"subtype: log-rank p = {p:.3g}"
     assert p < 0.01  # the high-risk group dies sooner
     assert legend(fig) == [f"HER2+ (n={len(her2)})", f"luminal (n={len(luminal)})"]
+    # groups take the cluster palette, the time axis its column in words
+    from matplotlib.colors import to_hex
+
+    from hist2st_tk.pl._utils import cluster_palette
+
+    curves = [line for line in fig.axes[0].lines if line.get_label().endswith(")")]
+    assert [to_hex(line.get_color()) for line in curves] == cluster_palette(2)
+    assert fig.axes[0].get_xlabel() == "time"
     check_figure(fig, "km_groups")
 
 
@@ -61,6 +69,8 @@ def test_km_by_risk_quantiles_follows_the_curves():
     pd.testing.assert_frame_equal(table, original)  # nothing added to the caller's table
     fig = ht.pl.km(table, risk_col="risk", n_groups=4)
     assert legend(fig) == [f"risk Q{i} (n=10)" for i in range(1, 5)]
+    fig = ht.pl.km(table.rename(columns={"time": "os_months"}), duration_col="os_months", risk_col="risk")
+    assert fig.axes[0].get_xlabel() == "os months"
     plt.close("all")
 
 

@@ -168,7 +168,7 @@ def test_novelty_is_low_on_training_like_data_and_high_on_shifted_data(model, ca
     assert shifted["table"].obs["predicted_ridge_novelty"].median() > 0.99
     assert "look unlike anything the model was trained on" in caplog.text
     figure = ht.pl.spatial(shifted, "predicted_ridge_novelty", show=False)  # a map of where not to trust it
-    assert figure.axes[0].get_title() == "predicted_ridge_novelty"
+    assert figure.axes[0].get_title() == "novelty"
 
 
 def test_novelty_survives_save_and_load(model, tmp_path):

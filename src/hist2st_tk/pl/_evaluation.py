@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._metrics import GENE_METRICS
 from .._sdata import get_table, predictions
 from .._validate import check_count
-from ..tl._evaluate import GENE_METRICS
-from ._spatial import _palette
-from ._utils import check_save, finish, shared_docs
+from ._utils import METRIC_NAMES, check_save, cluster_palette, finish, metric_label, shared_docs, title_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -46,12 +45,17 @@ def gene_scores(
     Two inputs, two plots:
 
     - a section scored by :func:`~hist2st_tk.tl.evaluate`: horizontal bars of ``var["{key}_{metric}"]``
-      for the ``top`` best genes, best on top, with the mean over all scored genes as a dashed line;
+      for the ``top`` best genes, best on top, with the mean over all scored genes as a dashed line,
+      titled ``"predicted ({method}): best {top} of {n} genes"``;
     - a tidy score table such as :attr:`CrossValidation.scores <hist2st_tk.tl.CrossValidation>` (or the
       :class:`~hist2st_tk.tl.CrossValidation` itself), with columns ``metric``, ``value`` and ``groupby``:
       one box of the per-gene values per group (e.g. fold), the mean marked; one box per method side by
       side when a ``method`` column is present (concatenate the ``scores`` of several methods, each with
-      its name in ``method``), and one panel per gene panel when a ``panel`` column is present.
+      its name in ``method``, in the cluster palette of :func:`spatial`), and one panel per gene panel
+      when a ``panel`` column is present.
+
+    The metric is named in words on its axis (``"Pearson's r"``, ``"mean absolute error (log1p
+    normalised counts)"``, ...), and ``groupby`` with spaces for underscores.
 
     Parameters
     ----------
@@ -119,9 +123,9 @@ def _section_scores(
     ax.axvline(
         float(scores.mean()), color="0.3", linestyle="--", linewidth=1, label=f"mean of {len(scores)} genes"
     )
-    ax.set_xlabel(metric)
+    ax.set_xlabel(metric_label(metric))
     ax.legend(loc="lower right", fontsize=8, frameon=False)
-    ax.set_title(f"{key}: best {len(shown)} of {len(scores)} genes")
+    ax.set_title(f"{title_of(key)}: best {len(shown)} of {len(scores)} genes")
     return fig
 
 
@@ -149,8 +153,9 @@ def _table_scores(scores: pd.DataFrame, metric: str, groupby: str, panel_size: f
     )
     for ax, panel in zip(axes.flat, panels, strict=True):
         _boxes(ax, rows if panel is None else rows[rows["panel"] == panel], groupby)
-        ax.set_title(f"{metric} per gene" if panel is None else f"{panel}: {metric} per gene")
-    axes.flat[0].set_ylabel(metric)
+        words = METRIC_NAMES[metric]
+        ax.set_title(f"{words} per gene" if panel is None else f"{panel}: {words} per gene")
+    axes.flat[0].set_ylabel(metric_label(metric))
     return fig
 
 
@@ -161,7 +166,7 @@ def _boxes(ax: Axes, rows: pd.DataFrame, groupby: str) -> None:
     groups = list(pd.unique(rows[groupby]))
     methods = list(pd.unique(rows["method"])) if "method" in rows else [None]
     width = 0.8 / len(methods)
-    colours = _palette(len(methods))
+    colours = cluster_palette(len(methods))
     handles = []
     for j, method in enumerate(methods):
         subset = rows if method is None else rows[rows["method"] == method]
@@ -187,7 +192,7 @@ def _boxes(ax: Axes, rows: pd.DataFrame, groupby: str) -> None:
             box.set_facecolor(colours[j])
         handles.append(Patch(facecolor=colours[j], label=str(method)))
     ax.set_xticks(np.arange(len(groups)), [str(g) for g in groups], rotation=30, ha="right")
-    ax.set_xlabel(groupby)
+    ax.set_xlabel(title_of(groupby))
     if methods != [None]:
         ax.legend(handles=handles, fontsize=8, frameon=False)
 
@@ -218,7 +223,8 @@ def training_history(
 
     Returns
     -------
-    The matplotlib figure; one line per loss, labelled by its key. Writes nothing.
+    The matplotlib figure; one line per loss, labelled by its key in words (``"train loss"``,
+    ``"val loss"``). Writes nothing.
 
     Raises
     ------
@@ -242,7 +248,7 @@ def training_history(
     check_save(save)
     fig, ax = plt.subplots(figsize=(panel_size * 1.5, panel_size), layout="constrained")
     for name, values in losses.items():
-        ax.plot(np.arange(1, values.size + 1), values, marker="o", markersize=3, label=name)
+        ax.plot(np.arange(1, values.size + 1), values, marker="o", markersize=3, label=title_of(name))
     if "val_loss" in losses and np.isfinite(losses["val_loss"]).any():
         best = int(np.nanargmin(losses["val_loss"])) + 1
         ax.axvline(best, color="0.4", linestyle=":", linewidth=1, label=f"best epoch ({best})")

@@ -12,12 +12,18 @@ from .._sdata import get_table, predictions, rows_to_spots
 from .._validate import check_count
 from ._spatial import _section_background, _spot_panel
 from ._utils import (
+    EXPRESSION_UNIT,
+    MISSING_COLOUR,
     as_gene_list,
+    category_colours,
     check_predicted,
     check_save,
+    check_scale_bar,
     finish,
     observed,
     shared_docs,
+    title_of,
+    unit_of,
 )
 
 if TYPE_CHECKING:
@@ -25,8 +31,15 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import pandas as pd
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from spatialdata import SpatialData
+
+#: Default legend title of ``tumor_map``'s labels: HER2ST's are the data authors' annotation of
+#: expression clusters, not a pathologist's outline of the tumor.
+AUTHORS_LABELS = "region label (data authors')"
+#: Finer annotation whose mean scores ``tumor_map`` shows when the table has it (HER2ST's).
+REGION_KEY = "region_label"
 
 
 @shared_docs
@@ -44,6 +57,7 @@ def spatial_expression(
     max_image_px: int = 2000,
     crop: bool = True,
     spot_alpha: float = 0.8,
+    scale_bar: bool | float = True,
     panel_size: float = 4.0,
     save: str | Path | None = None,
     show: bool | None = None,
@@ -51,8 +65,10 @@ def spatial_expression(
     """Plot predicted and measured expression on the H&E side by side, on the same colour scale.
 
     Each gene gets a predicted panel and, with ``measured=True``, a measured panel to its right; both
-    share one colour scale (the range of the two together) and one colour bar, so that a prediction
-    that is too flat or too strong shows at a glance. Spots without a value are drawn as empty outlines.
+    share one colour scale (the range of the two together) and one colour bar, labelled
+    ``"log1p normalised counts"`` (``X`` and the predictions: ``normalize_total`` to 10,000 counts per
+    spot, then ``log1p``), so that a prediction that is too flat or too strong shows at a glance. Spots
+    without a value are drawn as empty outlines; every panel has a scale bar.
 
     Parameters
     ----------
@@ -82,14 +98,16 @@ def spatial_expression(
         Zoom onto the spots instead of showing the whole image.
     spot_alpha
         Opacity of the spots.
+    {scale_bar}
     panel_size
         Size of one panel in inches.
     {save_show}
 
     Returns
     -------
-    The matplotlib figure; panels titled ``"{gene} predicted"`` and ``"{gene} measured"``. Writes nothing
-    into ``sdata``.
+    The matplotlib figure; panels titled in words, ``"{gene} predicted ({method})"`` for
+    ``key="predicted_{method}"`` and ``"{gene} measured"`` (``"{gene} measured ({layer})"`` from a
+    layer). Writes nothing into ``sdata``.
 
     Raises
     ------
@@ -100,13 +118,15 @@ def spatial_expression(
     import matplotlib.pyplot as plt
 
     names = as_gene_list(genes)
+    scale_bar = check_scale_bar(scale_bar)
     check_save(save)
     table = get_table(sdata, table_key)
     key, _ = predictions(table, key, table_key, latest=True)
     check_predicted(names, table.obsm[key], key)
     ncols = check_count(ncols if ncols is not None else (1 if measured else min(3, len(names))), "ncols")
     measured_values = observed(table, names, key=key, layer=layer, table_key=table_key) if measured else None
-    image, scale, spots = _section_background(sdata, table, image_key, max_image_px)
+    background = _section_background(sdata, table, image_key, max_image_px, scale_bar=scale_bar)
+    spots = background.spots
     frames = [rows_to_spots(table, table.obsm[key][names], spots)]
     if measured_values is not None:
         frames.append(rows_to_spots(table, measured_values, spots))
@@ -122,14 +142,14 @@ def spatial_expression(
         layout="constrained",
     )
     panels = axes.reshape(nrows * ncols, per_gene)
+    measured_title = "measured" if layer is None else f"measured ({title_of(layer)})"
+    unit = _expression_unit(layer if measured else None)
     for gene, row in zip(names, panels, strict=False):
         vmin, vmax = _shared_range([frame[gene] for frame in frames])
-        for ax, frame, what in zip(row, frames, ("predicted", "measured"), strict=False):
+        for ax, frame, what in zip(row, frames, (title_of(key), measured_title), strict=False):
             collection = _spot_panel(
                 ax,
-                image,
-                scale,
-                spots,
+                background,
                 frame[gene],
                 cmap=cmap,
                 alpha=spot_alpha,
@@ -138,14 +158,21 @@ def spatial_expression(
                 vmax=vmax,
                 colorbar=False,
             )
-            ax.set_title(
-                f"{gene} {what}" if what == "predicted" or layer is None else f"{gene} {what} ({layer})"
-            )
-        fig.colorbar(collection, ax=list(row), shrink=0.7)
+            ax.set_title(f"{gene} {what}")
+        fig.colorbar(collection, ax=list(row), shrink=0.7, label=unit)
     for ax in panels[len(names) :].flat:
         ax.set_visible(False)
-    fig.suptitle(key)
     return finish(fig, save=save, show=show)
+
+
+def _expression_unit(layer: str | None) -> str:
+    """The unit of predictions beside measured expression from ``layer``: one unit, or both when they differ."""
+    measured = unit_of("", gene=True, layer=layer)
+    return (
+        EXPRESSION_UNIT
+        if measured == EXPRESSION_UNIT
+        else f"{EXPRESSION_UNIT} (predicted), {measured} (measured)"
+    )
 
 
 @shared_docs
@@ -163,7 +190,8 @@ def predicted_vs_observed(
 ) -> Figure:
     """Scatter predicted against measured expression, one panel per gene, with Pearson's r in the title.
 
-    Each point is a spot; the dashed line is ``predicted == measured``.
+    Each point is a spot; the dashed line is ``predicted == measured``. The axes are labelled with what
+    they show and its unit (``"measured"`` / ``"predicted ({method})"``, ``"log1p normalised counts"``).
 
     Parameters
     ----------
@@ -185,7 +213,8 @@ def predicted_vs_observed(
 
     Returns
     -------
-    The matplotlib figure; panels titled ``"{gene}  r = {pearson:.2f}"``. Writes nothing into ``sdata``.
+    The matplotlib figure; panels titled ``"{gene}  r = {pearson:.2f}"``, the figure ``"predicted
+    ({method})"``. Writes nothing into ``sdata``.
 
     Raises
     ------
@@ -214,11 +243,11 @@ def predicted_vs_observed(
         low, high = _shared_range([truth[:, i], predicted[:, i]])
         ax.plot([low, high], [low, high], linestyle="--", color="0.4", linewidth=1)
         ax.set_title(f"{gene}  r = {pearson[i]:.2f}")
-        ax.set_xlabel("measured" if layer is None else f"measured ({layer})")
-        ax.set_ylabel("predicted")
+        ax.set_xlabel(f"measured\n{unit_of(gene, gene=True, layer=layer)}")
+        ax.set_ylabel(f"{title_of(key)}\n{EXPRESSION_UNIT}")
     for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
-    fig.suptitle(key)
+    fig.suptitle(title_of(key))
     return finish(fig, save=save, show=show)
 
 
@@ -237,20 +266,34 @@ def tumor_map(
     *,
     score_key: str = "tumor_score",
     label_key: str | None = "tumor",
+    label_title: str | None = AUTHORS_LABELS,
+    region_key: str | None = None,
     table_key: str = TABLE_KEY,
     image_key: str | None = None,
     cmap: str = "magma",
     max_image_px: int = 2000,
     crop: bool = True,
     spot_alpha: float = 0.8,
+    scale_bar: bool | float = True,
     panel_size: float = 4.0,
     save: str | Path | None = None,
     show: bool | None = None,
 ) -> Figure:
-    """Plot the tumor score on the H&E, beside the tumor labels when the section has them.
+    """Plot the tumor score on the H&E, beside the tumor labels and the mean score per region label.
 
-    Scores in ``[0, 1]`` (probabilities) are drawn on that fixed scale. With labels, the score panel's
-    title gives the AUC of the score against them (spots without a label left out).
+    Scores in ``[0, 1]`` (probabilities) are drawn on that fixed scale, with a colour bar labelled
+    ``"tumor probability"`` (``"tumor marker signature (logistic)"`` for a score of
+    :func:`~hist2st_tk.tl.tumor_regions` without a classifier). With labels, the score panel's title
+    gives the AUC of the score against them (spots without a label left out), the labels are drawn in a
+    second panel (in the label palette of :func:`spatial`: True red, False light blue) and a third
+    panel gives the mean score of each region label (bars coloured by the region's most frequent label,
+    spot counts beside the names), which shows where the score goes wrong: e.g. a non-tumor region that
+    scores high.
+
+    HER2ST's labels (``obs["tumor"]`` and ``obs["region_label"]`` of :func:`~hist2st_tk.datasets.her2st`)
+    are the data authors' annotation of expression clusters, not a pathologist's outline of the tumor:
+    the legend says so by default (``label_title``). Change it for labels of another origin, e.g. those
+    :func:`~hist2st_tk.tl.tumor_regions` calls from the score itself.
 
     Parameters
     ----------
@@ -262,6 +305,11 @@ def tumor_map(
     label_key
         ``obs`` column of the labels drawn in a second panel (e.g. the boolean ``tumor`` of
         :func:`~hist2st_tk.datasets.her2st`); ``None`` for the score alone.
+    label_title
+        Title of the labels' legend, saying where the labels come from; ``None`` for none.
+    region_key
+        Categorical ``obs`` column whose mean scores the third panel shows; by default ``region_label``
+        when the table has it (HER2ST), else ``label_key``. Unused with ``label_key=None``.
     table_key
         The table annotating the spots.
     image_key
@@ -274,22 +322,40 @@ def tumor_map(
         Zoom onto the spots instead of showing the whole image.
     spot_alpha
         Opacity of the spots.
+    {scale_bar}
     panel_size
         Size of one panel in inches.
     {save_show}
 
     Returns
     -------
-    The matplotlib figure. Writes nothing into ``sdata``.
+    The matplotlib figure: the score panel titled with the score in words and, on a second line,
+    ``"AUC vs {labels}: {auc:.2f}"`` (e.g. ``"tumor score"`` over ``"AUC vs tumor: 0.81"``), the labels
+    panel and the bars of the mean score per region label. Writes nothing into ``sdata``.
+
+    Raises
+    ------
+    KeyError
+        When ``score_key``, ``label_key`` or ``region_key`` is not an ``obs`` column.
+    TypeError
+        When the score is not numeric, or ``label_title`` not a string.
     """
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from ..tl._cross_validate import tumor_auc
+    from .._metrics import tumor_auc
 
+    if label_title is not None and not isinstance(label_title, str):
+        msg = f"`label_title` must be a string or None, got a {type(label_title).__name__}."
+        raise TypeError(msg)
+    scale_bar = check_scale_bar(scale_bar)
     check_save(save)
     table = get_table(sdata, table_key)
-    for name, column in (("score_key", score_key), ("label_key", label_key)):
+    if label_key is None:
+        region_key = None  # no labels, no bars
+    elif region_key is None:
+        region_key = REGION_KEY if REGION_KEY in table.obs else label_key
+    for name, column in (("score_key", score_key), ("label_key", label_key), ("region_key", region_key)):
         if column is not None and column not in table.obs:
             msg = (
                 f"No obs[{column!r}] (`{name}`) in table {table_key!r}; obs columns: {list(table.obs.columns)}."
@@ -301,37 +367,48 @@ def tumor_map(
     ):
         msg = f"obs[{score_key!r}] must hold numeric scores, got dtype {table.obs[score_key].dtype}."
         raise TypeError(msg)
-    image, scale, spots = _section_background(sdata, table, image_key, max_image_px)
+    background = _section_background(sdata, table, image_key, max_image_px, scale_bar=scale_bar)
     columns = [score_key] if label_key is None else [score_key, label_key]
-    values = rows_to_spots(table, table.obs[columns], spots)
+    values = rows_to_spots(table, table.obs[columns], background.spots)
     vmin, vmax = _shared_range([values[score_key]])
     if vmin is not None and vmin >= 0 and vmax <= 1:
         vmin, vmax = 0.0, 1.0
+    unit = unit_of(score_key, gene=False, table=table)
 
+    widths = [1.4] * len(columns) + ([1.2] if label_key is not None else [])
     fig, axes = plt.subplots(
         1,
-        len(columns),
-        figsize=(panel_size * len(columns) * 1.4, panel_size),
+        len(widths),
+        figsize=(panel_size * sum(widths), panel_size),
         squeeze=False,
+        width_ratios=widths,
         layout="constrained",
     )
     _spot_panel(
         axes[0, 0],
-        image,
-        scale,
-        spots,
+        background,
         values[score_key],
         cmap=cmap,
         alpha=spot_alpha,
         crop=crop,
         vmin=vmin,
         vmax=vmax,
+        label=unit,
     )
-    title = score_key
+    title = title_of(score_key)
     if label_key is not None:
         labels = values[label_key].astype("category")  # booleans and strings drawn as categories
-        _spot_panel(axes[0, 1], image, scale, spots, labels, cmap=cmap, alpha=spot_alpha, crop=crop)
-        axes[0, 1].set_title(label_key)
+        _spot_panel(
+            axes[0, 1],
+            background,
+            labels,
+            cmap=cmap,
+            alpha=spot_alpha,
+            crop=crop,
+            labels=True,
+            legend_title=label_title,
+        )
+        axes[0, 1].set_title(title_of(label_key))
         scored = table.obs[table.obs[score_key].notna()]
         auc = (
             tumor_auc(scored, pd.DataFrame({"tumor_score": scored[score_key].to_numpy()}), label_key)
@@ -339,6 +416,71 @@ def tumor_map(
             else float("nan")
         )
         if np.isfinite(auc):
-            title = f"{score_key} (AUC vs {label_key}: {auc:.2f})"
+            title = f"{title}\nAUC vs {title_of(label_key)}: {auc:.2f}"
+        _region_means(
+            axes[0, 2],
+            scored,
+            score_key,
+            region_key,
+            label_key,
+            category_colours(labels, labels=True),
+            unit=unit,
+            limits=(vmin, vmax),
+        )
     axes[0, 0].set_title(title)
     return finish(fig, save=save, show=show)
+
+
+def _region_score_means(obs: pd.DataFrame, score_key: str, region_key: str) -> pd.DataFrame:
+    """Mean score (``mean``) and number of scored spots (``n``) per region label, highest mean first.
+
+    Spots without a score or a region label are left out.
+    """
+    import pandas as pd
+
+    known = obs[obs[score_key].notna() & obs[region_key].notna()]
+    regions = known[region_key].astype("object")
+    stats = known[score_key].astype(float).groupby(regions).agg(["mean", "size"])
+    stats = stats.rename(columns={"size": "n"}).sort_values("mean", ascending=False, kind="stable")
+    return pd.DataFrame(stats)
+
+
+def _region_means(
+    ax: Axes,
+    obs: pd.DataFrame,
+    score_key: str,
+    region_key: str,
+    label_key: str,
+    colours: dict,
+    *,
+    unit: str,
+    limits: tuple[float | None, float | None],
+) -> None:
+    """Horizontal bars of the mean score per region label, highest on top, coloured by the region's most
+    frequent label (grey without one), each with its value."""
+    stats = _region_score_means(obs, score_key, region_key)
+    if region_key == label_key:
+        colour = {region: colours.get(region, MISSING_COLOUR) for region in stats.index}
+    else:
+        known = obs[obs[label_key].notna() & obs[region_key].notna()]
+        majority = (
+            known[label_key]
+            .astype("object")
+            .groupby(known[region_key].astype("object"))
+            .agg(lambda v: v.value_counts().index[0])
+        )
+        colour = {r: colours.get(majority.get(r), MISSING_COLOUR) for r in stats.index}
+    positions = np.arange(len(stats))[::-1]  # highest mean on top
+    ax.barh(positions, stats["mean"].to_numpy(), color=[colour[r] for r in stats.index])
+    ax.set_yticks(
+        positions, [f"{r} (n={n})" for r, n in zip(stats.index, stats["n"], strict=True)], fontsize=8
+    )
+    for y, mean in zip(positions, stats["mean"], strict=True):
+        ax.text(mean, y, f" {mean:.2f}", va="center", fontsize=8)
+    low, high = limits
+    if low is not None and (low, high) == (0.0, 1.0):
+        ax.set_xlim(0, 1.15)  # room for the values beside the bars
+    ax.set_xlabel(f"mean {unit}")
+    ax.set_title(f"mean score by {title_of(region_key)}")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)

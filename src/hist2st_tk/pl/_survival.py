@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from .._validate import check_count
-from ._spatial import _palette
-from ._utils import check_save, finish, shared_docs
+from ._utils import check_save, cluster_palette, finish, shared_docs, title_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -39,7 +38,8 @@ def km(
     Groups come from a column (``groupby``), or from quantiles of a continuous risk score
     (``risk_col``): with ``n_groups=2`` the patients below and above the median risk (``"low risk"``,
     ``"high risk"``), else ``"risk Q1"`` (lowest) to ``"risk Q{n}"``. The p-value is that of the
-    log-rank test of equal survival in all groups (lifelines' ``multivariate_logrank_test``).
+    log-rank test of equal survival in all groups (lifelines' ``multivariate_logrank_test``). Groups take
+    the cluster palette of :func:`spatial`; the time axis is labelled by ``duration_col`` in words.
 
     Parameters
     ----------
@@ -79,13 +79,13 @@ def km(
     test = multivariate_logrank_test(data[duration_col], data[_GROUP], data[event_col])
     fig, ax = plt.subplots(figsize=(panel_size * 1.5, panel_size), layout="constrained")
     groups = data[_GROUP].cat.categories
-    for colour, group in zip(_palette(len(groups)), groups, strict=True):
+    for colour, group in zip(cluster_palette(len(groups)), groups, strict=True):
         rows = data[data[_GROUP] == group]
         fitter = KaplanMeierFitter().fit(
             rows[duration_col], event_observed=rows[event_col], label=f"{group} (n={len(rows)})"
         )
         fitter.plot_survival_function(ax=ax, ci_show=ci, color=colour)
-    ax.set_xlabel(duration_col)
+    ax.set_xlabel(title_of(duration_col))
     ax.set_ylabel("survival probability")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"{title + ': ' if title else ''}log-rank p = {test.p_value:.3g}")
