@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy as _copy
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -223,3 +224,35 @@ def predictions(
         msg = f"obsm[{key!r}] must be a DataFrame of spots x genes (as written by predict_expression)."
         raise TypeError(msg)
     return key, frame
+
+
+def named_sections(sdatas, table_key: str = TABLE_KEY) -> dict[str, SpatialData]:
+    """Sections by name: a dict is taken as it is; a SpatialData or a sequence of them is named by
+    ``obs["sample"]`` of each table (``section_{i}`` without one). Two sections of one name are refused."""
+    from spatialdata import SpatialData
+
+    if isinstance(sdatas, SpatialData):
+        sdatas = [sdatas]
+    if isinstance(sdatas, Mapping):
+        return dict(sdatas)
+    sections = {}
+    for i, sd in enumerate(sdatas):
+        if not isinstance(sd, SpatialData):
+            msg = f"`sdatas` must hold SpatialData objects; item {i} is a {type(sd).__name__}."
+            raise TypeError(msg)
+        obs = get_table(sd, table_key).obs
+        name = str(obs["sample"].iloc[0]) if "sample" in obs and len(obs) else f"section_{i}"
+        if name in sections:
+            msg = f"Two sections are named {name!r} (obs['sample']); pass a dict name -> SpatialData."
+            raise ValueError(msg)
+        sections[name] = sd
+    return sections
+
+
+def patients(sections: Mapping[str, SpatialData], table_key: str = TABLE_KEY) -> dict[str, str]:
+    """The patient of each section (``obs["patient"]`` of its table; the section's name without one)."""
+    patients = {}
+    for name, sd in sections.items():
+        obs = get_table(sd, table_key).obs
+        patients[name] = str(obs["patient"].iloc[0]) if "patient" in obs and len(obs) else name
+    return patients

@@ -12,9 +12,9 @@ import pandas as pd
 
 from .._constants import TABLE_KEY
 from .._logging import logger
+from .._metrics import GENE_METRICS, gene_scores, spot_pearson, tumor_auc
 from .._protocols import PANELS, protocol_folds
-from .._sdata import get_table
-from ._evaluate import GENE_METRICS, gene_scores, spot_pearson
+from .._sdata import get_table, named_sections, patients
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -54,47 +54,6 @@ class CrossValidation:
         numeric = self.folds.drop(columns=["held_out"])
         per_fold = numeric.groupby(["fold", "panel"], sort=False).mean()
         return per_fold.groupby(level="panel", sort=False).mean()
-
-
-def tumor_auc(obs: pd.DataFrame, annotations: pd.DataFrame, label_key: str = "tumor") -> float:
-    """AUC of ``annotations["tumor_score"]`` against the boolean ``obs[label_key]`` (NaN without both classes)."""
-    from sklearn.metrics import roc_auc_score
-
-    if "tumor_score" not in annotations or label_key not in obs:
-        return float("nan")
-    labels = obs[label_key].astype("boolean")
-    known = labels.notna().to_numpy()
-    truth = labels[known].to_numpy(dtype=bool)
-    if truth.all() or not truth.any():
-        return float("nan")
-    return float(roc_auc_score(truth, annotations["tumor_score"].to_numpy()[known]))
-
-
-def _sections(sdatas, table_key: str) -> dict[str, SpatialData]:
-    from spatialdata import SpatialData
-
-    if isinstance(sdatas, Mapping):
-        return dict(sdatas)
-    sections = {}
-    for i, sd in enumerate(sdatas):
-        if not isinstance(sd, SpatialData):
-            msg = f"`sdatas` must hold SpatialData objects; item {i} is a {type(sd).__name__}."
-            raise TypeError(msg)
-        obs = get_table(sd, table_key).obs
-        name = str(obs["sample"].iloc[0]) if "sample" in obs and len(obs) else f"section_{i}"
-        if name in sections:
-            msg = f"Two sections are named {name!r} (obs['sample']); pass a dict name -> SpatialData."
-            raise ValueError(msg)
-        sections[name] = sd
-    return sections
-
-
-def _patients(sections: Mapping[str, SpatialData], table_key: str) -> dict[str, str]:
-    patients = {}
-    for name, sd in sections.items():
-        obs = get_table(sd, table_key).obs
-        patients[name] = str(obs["patient"].iloc[0]) if "patient" in obs and len(obs) else name
-    return patients
 
 
 def _fold_panels(tables, panels: Mapping[str, tuple[str, int]], table_key: str) -> dict[str, pd.Index]:
@@ -155,8 +114,8 @@ def cross_validate(
     from ..models import method_class
     from ..models._base import expression
 
-    sections = _sections(sdatas, table_key)
-    folds = protocol_folds(protocol, _patients(sections, table_key))
+    sections = named_sections(sdatas, table_key)
+    folds = protocol_folds(protocol, patients(sections, table_key))
     panels = dict(PANELS if panels is None else panels)
     method_class(method)  # an unknown method fails before any fit
     score_rows, fold_rows, predictions, annotations = [], [], {}, {}

@@ -9,40 +9,11 @@ import pandas as pd
 
 from .._constants import TABLE_KEY
 from .._logging import log_added
-from .._metrics import pearson_columns
+from .._metrics import GENE_METRICS, gene_scores, spot_pearson
 from .._sdata import get_table, predictions
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
-
-#: Per-gene metrics written to ``var["{key}_{metric}"]``.
-GENE_METRICS: tuple[str, ...] = ("pearson", "spearman", "mae", "mse", "r2")
-
-
-def gene_scores(predicted: np.ndarray, observed: np.ndarray) -> pd.DataFrame:
-    """Per-gene Pearson, Spearman, MAE, MSE and R² of two spots x genes arrays (columns = metrics)."""
-    from scipy.stats import rankdata
-
-    residual = predicted - observed
-    mse = (residual**2).mean(axis=0)
-    variance = observed.var(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r2 = np.where(variance > 0, 1 - mse / variance, np.nan)
-    return pd.DataFrame(
-        {
-            "pearson": pearson_columns(predicted, observed),
-            "spearman": pearson_columns(rankdata(predicted, axis=0), rankdata(observed, axis=0)),
-            "mae": np.abs(residual).mean(axis=0),
-            "mse": mse,
-            "r2": r2,
-        }
-    )
-
-
-def spot_pearson(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """Pearson correlation across the genes of each spot."""
-    return pearson_columns(predicted.T, observed.T)
-
 
 def evaluate(
     sdata: SpatialData,

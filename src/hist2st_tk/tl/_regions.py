@@ -11,8 +11,8 @@ import pandas as pd
 
 from .._constants import TABLE_KEY
 from .._logging import format_ids, log_added, logger
-from .._sdata import get_table, predictions
-from ._cross_validate import _patients, _sections, tumor_auc
+from .._metrics import tumor_auc
+from .._sdata import get_table, named_sections, patients, predictions
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -138,7 +138,7 @@ def fit_tumor_classifier(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    sections = _section_dict(sdatas, table_key)
+    sections = named_sections(sdatas, table_key)
     frames, labels = [], []
     for name, sd in sections.items():
         table = get_table(sd, table_key)
@@ -165,12 +165,6 @@ def fit_tumor_classifier(
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000))
     pipeline.fit(x, y)
     return TumorClassifier(genes=genes, pipeline=pipeline, trained_on=list(sections), label_key=label_key)
-
-
-def _section_dict(sdatas, table_key: str) -> dict[str, SpatialData]:
-    from spatialdata import SpatialData
-
-    return _sections([sdatas] if isinstance(sdatas, SpatialData) else sdatas, table_key)
 
 
 def _labels(obs: pd.DataFrame, label_key: str, name: str) -> pd.Series:
@@ -402,7 +396,7 @@ def compare_regions(
     >>> bool((pooled["n_units"] == 2).all() and not pooled["interpretable"].any() and pooled["pvalue"].isna().all())
     True
     """
-    sections = _section_dict(sdata_or_list, table_key)
+    sections = named_sections(sdata_or_list, table_key)
     tables = {name: get_table(sd, table_key) for name, sd in sections.items()}
     frames, labels, keys = {}, {}, set()
     for name, table in tables.items():
@@ -429,7 +423,7 @@ def compare_regions(
             a, b = values[in_group], values[in_ref]
             rows.append(_spot_test(genes, name, group, ref, a, b))
             unit_means[name, group] = (a.mean(axis=0), b.mean(axis=0))
-    rows.extend(_pooled(genes, wanted, ref, unit_means, _patients(sections, table_key)))
+    rows.extend(_pooled(genes, wanted, ref, unit_means, patients(sections, table_key)))
     if not rows:
         msg = (
             f"No section has two spots in both {wanted} and {ref!r} of obs[{groupby!r}]; nothing to compare."

@@ -112,9 +112,9 @@ def survival_table(
 
 def _spot_frame(sdatas, patient_key: str, key, genes, table_key: str) -> pd.DataFrame:
     """Every spot of every section: its predicted genes, patient, section and (if known) tumor call."""
-    from ._regions import _section_dict
+    from .._sdata import named_sections
 
-    sections = _section_dict(sdatas, table_key)
+    sections = named_sections(sdatas, table_key)
     parts = []
     for name, sd in sections.items():
         table = get_table(sd, table_key)
