@@ -178,3 +178,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _write_synthetic_slide(path: Path, seed: int) -> Path:
+    """A pyramidal TIFF (2 levels, 0.5 um/px) of the H&E of a 16-spot synthetic section: 4 x 4 tiles of 100 um."""
+    import hist2st_tk as ht
+    from hist2st_tk._sdata import image_levels
+    from hist2st_tk.bench._wsi import write_slide
+
+    sdata = ht.datasets.synthetic(n_spots=16, n_genes=4, mpp=0.5, seed=seed)
+    rgb = np.asarray(image_levels(sdata.images["synthetic_he"])[0].values).transpose(1, 2, 0)
+    return write_slide(path, rgb, mpp=0.5, compression="zlib", n_levels=2)
+
+
+@pytest.fixture(scope="session")
+def fft_model():
+    """A ridge model on FFT band features of 100 um patches (fast), trained on a synthetic section."""
+    import hist2st_tk as ht
+
+    train = ht.datasets.synthetic(n_spots=16, n_genes=8, mpp=0.5, seed=0)
+    ht.pp.image_features(train, encoder="fft", patch_um=100.0, progress=False)  # the sections' spot pitch
+    return ht.tl.fit_predictor(train, method="ridge", genes=5, use_rep="X_fft")
+
+
+@pytest.fixture(scope="session")
+def write_synthetic_slide():
+    """``write_synthetic_slide(path, seed)``: a slide file of a synthetic section (4 x 4 tiles of 100 um)."""
+    return _write_synthetic_slide

@@ -4,7 +4,6 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -151,15 +150,10 @@ def test_predict_computes_the_features_the_model_reads(section_stores, tmp_path)
     assert table.obsm["X_handcrafted"].shape == (36, 22) and table.obsm["predicted_ridge"].shape == (36, 3)
 
 
-def test_read_writes_a_store_for_each_format(tmp_path, capsys):
+def test_read_writes_a_store_for_each_format(tmp_path, capsys, write_synthetic_slide):
     from spatialdata import read_zarr
 
-    from hist2st_tk._sdata import image_levels
-    from hist2st_tk.bench._wsi import write_slide
-
-    sdata = ht.datasets.synthetic(n_spots=16, n_genes=4, mpp=0.5, seed=1)
-    rgb = np.asarray(image_levels(sdata.images["synthetic_he"])[0].values).transpose(1, 2, 0)
-    slide = write_slide(tmp_path / "slide.tiff", rgb, mpp=0.5, compression="zlib", n_levels=2)
+    slide = write_synthetic_slide(tmp_path / "slide.tiff", seed=1)
     out = tmp_path / "slide.zarr"
     assert main(["read", "wsi", str(slide), "--out", str(out)]) == 0
     assert capsys.readouterr().out == f"Written {out}\n"
@@ -185,19 +179,12 @@ def test_read_st_and_visium_from_the_shared_data(data_root, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def slide_and_model(tmp_path_factory):
-    from hist2st_tk._sdata import image_levels
-    from hist2st_tk.bench._wsi import write_slide
-
+def slide_and_model(tmp_path_factory, fft_model, write_synthetic_slide):
     folder = tmp_path_factory.mktemp("slides")
-    train = ht.datasets.synthetic(n_spots=16, n_genes=8, mpp=0.5, seed=0)
-    ht.pp.image_features(train, encoder="fft", patch_um=100.0, progress=False)
-    model = ht.tl.fit_predictor(train, method="ridge", genes=5, use_rep="X_fft").save(folder / "model")
     for seed in (1, 2):
-        sdata = ht.datasets.synthetic(n_spots=16, n_genes=4, mpp=0.5, seed=seed)
-        rgb = np.asarray(image_levels(sdata.images["synthetic_he"])[0].values).transpose(1, 2, 0)
-        write_slide(folder / "slides" / f"s{seed}.tiff", rgb, mpp=0.5, compression="zlib", n_levels=2)
-    return folder / "slides", model
+        (folder / "slides").mkdir(exist_ok=True)
+        write_synthetic_slide(folder / "slides" / f"s{seed}.tiff", seed)
+    return folder / "slides", fft_model.save(folder / "model")
 
 
 def test_slide_tiles_and_predicts_a_slide_file_or_a_store(slide_and_model, tmp_path, capsys):

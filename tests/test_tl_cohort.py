@@ -14,28 +14,22 @@ from hist2st_tk._sdata import image_levels
 from hist2st_tk.bench._wsi import write_slide
 from hist2st_tk.tl import _slide
 
-TILE_UM = 100.0
+TILE_UM = 100.0  # the synthetic sections' spot pitch: one tile per spot
 
 
 @pytest.fixture(scope="module")
-def model():
-    """A ridge model on FFT band features of 100 um patches (fast), trained on a synthetic section."""
-    train = ht.datasets.synthetic(n_spots=16, n_genes=8, mpp=0.5, seed=0)
-    ht.pp.image_features(train, encoder="fft", patch_um=TILE_UM, progress=False)
-    return ht.tl.fit_predictor(train, method="ridge", genes=5, use_rep="X_fft")
+def model(fft_model):
+    return fft_model
 
 
 @pytest.fixture(scope="module")
-def slides(tmp_path_factory):
+def slides(tmp_path_factory, write_synthetic_slide):
     """Slide files: two sections of tissue, a blank glass slide, a corrupted one and a file that is no slide."""
     folder = tmp_path_factory.mktemp("slides")
     paths = {}
     for seed in (1, 2):
-        sdata = ht.datasets.synthetic(n_spots=16, n_genes=4, mpp=0.5, seed=seed)  # 1,200 px, 4 x 4 tiles
-        rgb = np.asarray(image_levels(sdata.images["synthetic_he"])[0].values).transpose(1, 2, 0)
-        paths[f"s{seed}"] = write_slide(
-            folder / f"s{seed}.tiff", rgb, mpp=0.5, compression="zlib", n_levels=2
-        )
+        paths[f"s{seed}"] = write_synthetic_slide(folder / f"s{seed}.tiff", seed)  # 1,200 px, 4 x 4 tiles
+    rgb = np.asarray(image_levels(ht.io.read_wsi(paths["s2"]).images["s2_he"])[0].values).transpose(1, 2, 0)
     paths["glass"] = write_slide(folder / "glass.tiff", np.full((1200, 1200, 3), 245, np.uint8), mpp=0.5)
     paths["broken"] = write_slide(folder / "broken.tiff", rgb, mpp=0.5, compression="zlib", n_levels=2)
     with tifffile.TiffFile(paths["broken"]) as tif:

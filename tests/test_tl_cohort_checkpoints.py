@@ -12,33 +12,24 @@ import pandas as pd
 import pytest
 
 import hist2st_tk as ht
-from hist2st_tk._sdata import image_levels
-from hist2st_tk.bench._wsi import write_slide
 from hist2st_tk.tl import _checkpoint
 
-TILE_UM = 100.0
+TILE_UM = 100.0  # the synthetic sections' spot pitch: one tile per spot
 BATCH = 5  # 16 tiles: 4 batches
 
 
 @pytest.fixture(scope="module")
-def model():
-    """A ridge model on FFT band features of 100 um patches (fast), trained on a synthetic section."""
-    train = ht.datasets.synthetic(n_spots=16, n_genes=8, mpp=0.5, seed=0)
-    ht.pp.image_features(train, encoder="fft", patch_um=TILE_UM, progress=False)
-    return ht.tl.fit_predictor(train, method="ridge", genes=5, use_rep="X_fft")
+def model(fft_model):
+    return fft_model
 
 
 @pytest.fixture(scope="module")
-def slides(tmp_path_factory):
+def slides(tmp_path_factory, write_synthetic_slide):
     """Two slide files of 16 tiles each, with the same tile ids."""
     folder = tmp_path_factory.mktemp("slides")
     paths = {}
     for seed in (1, 2):
-        sdata = ht.datasets.synthetic(n_spots=16, n_genes=4, mpp=0.5, seed=seed)
-        rgb = np.asarray(image_levels(sdata.images["synthetic_he"])[0].values).transpose(1, 2, 0)
-        paths[f"s{seed}"] = write_slide(
-            folder / f"s{seed}.tiff", rgb, mpp=0.5, compression="zlib", n_levels=2
-        )
+        paths[f"s{seed}"] = write_synthetic_slide(folder / f"s{seed}.tiff", seed)
     return paths
 
 
