@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import hist2st_tk as ht
+from hist2st_tk._sdata import with_table
 from hist2st_tk.models import Predictor, RidgePredictor
 
 
@@ -226,3 +227,24 @@ def test_centred_model_ignores_a_shift_of_the_whole_section(sections, tmp_path):
 def test_stnet_refuses_centring():
     with pytest.raises(TypeError, match="drop `use_rep` and `center`"):
         ht.models.STNetPredictor(center=True)
+
+
+@pytest.mark.real_data
+def test_panel_genes_a_held_out_section_lacks_are_left_out_alike(her2st, caplog):
+    """C2's panel holds CHGA, which B4 does not measure: cross_validate and evaluate both skip it, warning."""
+    b4, c2 = her2st("B4"), her2st("C2")
+    assert "CHGA" not in b4["table"].var_names and "CHGA" in c2["table"].var_names
+    folds = [("C2->B4", ["C2"], ["B4"])]
+    with caplog.at_level("WARNING", logger="hist2st_tk"):
+        cv = ht.tl.cross_validate({"B4": b4, "C2": c2}, method="ridge", protocol=folds, use_rep="spatial")
+    assert "are not measured in table 'table' and are not scored: " in caplog.text and "'CHGA'" in caplog.text
+    scored = cv.scores.query("panel == 'top50var'")["gene"].unique()
+    assert "CHGA" not in scored
+    assert cv.folds.set_index("panel").loc["top50var", "n_genes"] == len(scored) < 50
+    test = with_table(b4, "table", b4["table"].copy())  # the loader's sections are shared by the session
+    test["table"].obsm["predicted_cv"] = cv.predictions["C2->B4"]["B4"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hist2st_tk"):
+        summary = ht.tl.evaluate(test, key="predicted_cv")
+    assert "'CHGA'" in caplog.text
+    assert summary["n_genes"] == cv.predictions["C2->B4"]["B4"].shape[1] - 1

@@ -3,6 +3,8 @@ computed column- or row-wise without loops. The bottom of the package: tl and pl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -65,3 +67,43 @@ def tumor_auc(obs: pd.DataFrame, annotations: pd.DataFrame, label_key: str = "tu
     if truth.all() or not truth.any():
         return float("nan")
     return float(roc_auc_score(truth, annotations["tumor_score"].to_numpy()[known]))
+
+
+def score_expression(
+    predicted: pd.DataFrame, table, genes: Sequence[str] | None = None, *, table_key: str = "table"
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per-gene and per-spot agreement of ``predicted`` (spots x genes) with the measured ``X`` of ``table``.
+
+    The one scoring path of :func:`hist2st_tk.tl.evaluate` and :func:`hist2st_tk.tl.cross_validate`.
+    Genes of ``genes`` (default: every predicted gene) that the table does not measure cannot be scored:
+    they are left out, with a warning naming them. Genes that were not predicted are an error.
+
+    Returns
+    -------
+    ``per_gene`` (scored genes x :data:`GENE_METRICS`) and ``per_spot`` (Pearson across the scored genes
+    of each spot).
+    """
+    from ._logging import format_ids, logger
+
+    wanted = pd.Index(predicted.columns if genes is None else genes)
+    not_predicted = wanted.difference(predicted.columns)
+    if len(not_predicted):
+        msg = f"{len(not_predicted)} genes were not predicted: {format_ids(not_predicted)}."
+        raise KeyError(msg)
+    scored = wanted.intersection(table.var_names, sort=False)
+    if scored.empty:
+        msg = f"None of the {len(wanted)} genes to score is measured in table {table_key!r}."
+        raise ValueError(msg)
+    if len(scored) < len(wanted):
+        unmeasured = wanted.difference(table.var_names)
+        logger.warning(
+            "%d of %d genes are not measured in table %r and are not scored: %s",
+            len(unmeasured),
+            len(wanted),
+            table_key,
+            format_ids(unmeasured),
+        )
+    observed = table[:, scored].X
+    observed = np.asarray(observed.toarray() if hasattr(observed, "toarray") else observed, dtype=np.float64)
+    values = predicted[scored].to_numpy(dtype=np.float64)
+    return gene_scores(values, observed).set_axis(scored), spot_pearson(values, observed)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .._constants import TABLE_KEY
 from .._logging import logger
-from .._metrics import GENE_METRICS, gene_scores, spot_pearson, tumor_auc
+from .._metrics import GENE_METRICS, score_expression, tumor_auc
 from .._protocols import PANELS, protocol_folds
 from .._sdata import get_table, named_sections, patients
 
@@ -30,8 +30,10 @@ class CrossValidation:
         Tidy per-gene scores: one row per (``fold``, ``held_out``, ``panel``, ``gene``, ``metric``) with its ``value``.
     folds
         One row per (``fold``, ``held_out``, ``panel``): mean of each per-gene metric, ``spot_pearson``,
-        ``tumor_auc`` (AUC of a predicted ``tumor_score`` against ``obs[label_key]`` where both exist, else
-        NaN), ``train_seconds``, ``predict_seconds``, ``n_parameters``.
+        ``n_genes`` (the panel genes the held-out section measures; the others cannot be scored and are
+        left out, with a warning, as in :func:`evaluate`), ``tumor_auc`` (AUC of a predicted
+        ``tumor_score`` against ``obs[label_key]`` where both exist, else NaN), ``train_seconds``,
+        ``predict_seconds``, ``n_parameters``.
     predictions
         Every held-out prediction: held-out section -> spots x genes DataFrame (log-normalised), per fold.
     annotations
@@ -112,7 +114,6 @@ def cross_validate(
     prediction; writes nothing into the sections.
     """
     from ..models import method_class
-    from ..models._base import expression
 
     sections = named_sections(sdatas, table_key)
     folds = protocol_folds(protocol, patients(sections, table_key))
@@ -138,9 +139,7 @@ def cross_validate(
             table = get_table(sections[held_out], table_key)
             auc = tumor_auc(table.obs, extra, label_key)
             for panel, panel_genes in fold_panels.items():
-                observed = expression(table, panel_genes, table_key).astype(np.float64)
-                values = predicted[panel_genes].to_numpy(dtype=np.float64)
-                per_gene = gene_scores(values, observed).set_axis(panel_genes)
+                per_gene, per_spot = score_expression(predicted, table, panel_genes, table_key=table_key)
                 long = per_gene.rename_axis("gene").reset_index().melt(id_vars="gene", var_name="metric")
                 score_rows.append(long.assign(fold=name, held_out=held_out, panel=panel))
                 fold_rows.append(
@@ -149,7 +148,8 @@ def cross_validate(
                         "held_out": held_out,
                         "panel": panel,
                         **{m: float(np.nanmean(per_gene[m])) for m in GENE_METRICS},
-                        "spot_pearson": float(np.nanmean(spot_pearson(values, observed))),
+                        "spot_pearson": float(np.nanmean(per_spot)),
+                        "n_genes": len(per_gene),
                         "tumor_auc": auc,
                         "train_seconds": train_seconds,
                         "predict_seconds": predict_seconds,

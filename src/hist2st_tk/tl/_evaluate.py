@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .._constants import TABLE_KEY
 from .._logging import log_added
-from .._metrics import GENE_METRICS, gene_scores, spot_pearson
+from .._metrics import GENE_METRICS, score_expression
 from .._sdata import get_table, predictions
+from ._regions import tumor_score_auc
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -51,30 +51,16 @@ def evaluate(
     - ``uns[key]["metrics"]``: the summary.
 
     Genes constant in the predictions or the measurements have NaN correlations, left out of the means.
-    Nothing is written when the call fails.
+    Predicted genes that the section does not measure cannot be scored: they are left out, with a warning
+    naming them (:func:`cross_validate` does the same). Nothing is written when the call fails.
     """
     table = get_table(sdata, table_key)
     _, predicted = predictions(table, key, table_key)
-    scored = pd.Index(predicted.columns if genes is None else genes)
-    missing = scored.difference(predicted.columns)
-    if len(missing):
-        msg = f"{len(missing)} genes were not predicted under {key!r}: {list(missing[:5])}."
-        raise KeyError(msg)
-    scored = scored.intersection(table.var_names, sort=False)
-    if scored.empty:
-        msg = f"None of the genes predicted under {key!r} is measured in table {table_key!r}."
-        raise ValueError(msg)
-    observed = table[:, scored].X
-    observed = np.asarray(observed.toarray() if hasattr(observed, "toarray") else observed, dtype=np.float64)
-    values = predicted[scored].to_numpy(dtype=np.float64)
-
-    per_gene = gene_scores(values, observed)
-    per_spot = spot_pearson(values, observed)
+    per_gene, per_spot = score_expression(predicted, table, genes, table_key=table_key)
+    scored = per_gene.index
     summary = {metric: float(np.nanmean(per_gene[metric])) for metric in GENE_METRICS}
     summary.update(spot_pearson=float(np.nanmean(per_spot)), n_genes=len(scored), n_spots=table.n_obs)
     if label_key is not None:
-        from ._regions import tumor_score_auc  # imported here: _regions imports this module
-
         summary["tumor_auc"] = tumor_score_auc(sdata, label_key=label_key, table_key=table_key)
 
     rows = table.var_names.get_indexer(scored)
