@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import main
+from ..__main__ import main
 
 sys.exit(main(["bench", *sys.argv[1:]]))
