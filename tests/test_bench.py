@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from hist2st_tk.__main__ import main
-from hist2st_tk.bench._report import markdown_table, write_report
+from hist2st_tk._markdown import markdown_table
+from hist2st_tk.bench._report import write_report
 
 
 def test_markdown_table_and_report(tmp_path):

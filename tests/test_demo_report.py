@@ -9,7 +9,7 @@ import pytest
 import hist2st_tk as ht
 from hist2st_tk import _demo
 from hist2st_tk._demo import KEY, expression_levels, region_scores, within_section_zscores
-from hist2st_tk.bench._report import format_pvalue, markdown_table
+from hist2st_tk._markdown import format_pvalue, markdown_table
 from hist2st_tk.tl._cross_validate import CrossValidation
 
 

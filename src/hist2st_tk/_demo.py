@@ -15,7 +15,7 @@ import pandas as pd
 
 from ._constants import TABLE_KEY
 from ._logging import logger
-from .bench._report import markdown_table
+from ._markdown import markdown_table
 from .datasets import HER2ST_SECTIONS
 
 if TYPE_CHECKING:
