@@ -191,7 +191,7 @@ def recipe_folds(protocol: str, sections: dict[str, Any]) -> list[tuple[str, lis
     return [(fold, with_renderings(train, sections), test) for fold, train, test in protocol_folds(protocol, patients)]
 
 
-def _describe_features(recipe: dict[str, Any]) -> str:
+def describe_features(recipe: dict[str, Any]) -> str:
     if recipe["method"] == "stnet":
         return f"image, {recipe['patch_um']:g} um"
     reps = [recipe["use_rep"]] if isinstance(recipe["use_rep"], str) else recipe["use_rep"]
@@ -289,7 +289,7 @@ def bench_accuracy(
                         "predict_s_per_fold": by_fold["predict_seconds"].mean(),
                         "n_parameters": int(by_fold["n_parameters"].mean()),
                         "max_epochs": recipe.get("max_epochs", "-"),
-                        "features": _describe_features(recipe),
+                        "features": describe_features(recipe),
                         "reference_pearson": REFERENCE.get(
                             "her2st6-loso" if group == "mean of 6 folds" else group, {}
                         ).get(panel, np.nan),

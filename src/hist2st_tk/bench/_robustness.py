@@ -20,7 +20,7 @@ import pandas as pd
 from .._files import atomic_write
 from .._logging import logger
 from .._protocols import HER2ST6, PANELS, protocol_folds
-from ._accuracy import DEFAULT_RECIPE, METHODS, _describe_features, fit_recipe, load_sections
+from ._accuracy import DEFAULT_RECIPE, METHODS, describe_features, fit_recipe, load_sections
 from ._report import write_report
 
 #: Named perturbations of a held-out section: keyword arguments of :func:`hist2st_tk.pp.perturb`.
@@ -86,7 +86,7 @@ def bench_robustness(
     table = _with_ratios(pd.DataFrame(rows))
     figure(table, out / "robustness.png")
     notes = [
-        f"Recipe: {recipe} ({_describe_features(METHODS[recipe])}), fitted on the training sections of each fold; gene panels "
+        f"Recipe: {recipe} ({describe_features(METHODS[recipe])}), fitted on the training sections of each fold; gene panels "
         "chosen on them (top250mean, top50var) and scored from one model predicting their union plus the "
         "tumor signature's markers.",
         "Held-out section(s) as scanned (0.69 um/px JPEG) and perturbed by ht.pp.perturb; features computed "

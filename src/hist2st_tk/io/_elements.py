@@ -60,7 +60,7 @@ def check_sample_name(sample: str) -> str:
 
 
 @contextlib.contextmanager
-def _large_images_allowed():
+def large_images_allowed():
     """Let Pillow open H&E scans larger than its decompression-bomb limit (about 90 Mpx)."""
     from PIL import Image
 
@@ -80,7 +80,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     path = check_file(path, "H&E image")
-    with _large_images_allowed():
+    with large_images_allowed():
         try:
             with Image.open(path) as img:
                 mode, (width, height) = img.mode, img.size
@@ -96,7 +96,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def _decode_rgb(path: str) -> np.ndarray:
     from PIL import Image
 
-    with _large_images_allowed(), Image.open(path) as img:
+    with large_images_allowed(), Image.open(path) as img:
         rgb = np.asarray(img.convert("RGB"))
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 

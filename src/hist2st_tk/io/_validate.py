@@ -72,10 +72,10 @@ def decode_image(path: str | Path) -> np.ndarray:
     """
     from PIL import Image, UnidentifiedImageError
 
-    from ._elements import _large_images_allowed
+    from ._elements import large_images_allowed
 
     try:
-        with _large_images_allowed(), Image.open(path) as img:
+        with large_images_allowed(), Image.open(path) as img:
             return np.asarray(img)  # decodes the whole file
     # Pillow raises OSError ("image file is truncated"), SyntaxError ("broken PNG file") or ValueError
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:

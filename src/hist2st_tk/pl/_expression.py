@@ -10,7 +10,7 @@ from .._constants import TABLE_KEY
 from .._metrics import pearson_columns
 from .._sdata import get_table, predictions, rows_to_spots
 from .._validate import check_count
-from ._spatial import _section_background, _spot_panel
+from ._spatial import section_background, spot_panel
 from ._utils import (
     EXPRESSION_UNIT,
     MISSING_COLOUR,
@@ -125,7 +125,7 @@ def spatial_expression(
     check_predicted(names, table.obsm[key], key)
     ncols = check_count(ncols if ncols is not None else (1 if measured else min(3, len(names))), "ncols")
     measured_values = observed(table, names, key=key, layer=layer, table_key=table_key) if measured else None
-    background = _section_background(sdata, table, image_key, max_image_px, scale_bar=scale_bar)
+    background = section_background(sdata, table, image_key, max_image_px, scale_bar=scale_bar)
     spots = background.spots
     frames = [rows_to_spots(table, table.obsm[key][names], spots)]
     if measured_values is not None:
@@ -147,7 +147,7 @@ def spatial_expression(
     for gene, row in zip(names, panels, strict=False):
         vmin, vmax = _shared_range([frame[gene] for frame in frames])
         for ax, frame, what in zip(row, frames, (title_of(key), measured_title), strict=False):
-            collection = _spot_panel(
+            collection = spot_panel(
                 ax,
                 background,
                 frame[gene],
@@ -367,7 +367,7 @@ def tumor_map(
     ):
         msg = f"obs[{score_key!r}] must hold numeric scores, got dtype {table.obs[score_key].dtype}."
         raise TypeError(msg)
-    background = _section_background(sdata, table, image_key, max_image_px, scale_bar=scale_bar)
+    background = section_background(sdata, table, image_key, max_image_px, scale_bar=scale_bar)
     columns = [score_key] if label_key is None else [score_key, label_key]
     values = rows_to_spots(table, table.obs[columns], background.spots)
     vmin, vmax = _shared_range([values[score_key]])
@@ -384,7 +384,7 @@ def tumor_map(
         width_ratios=widths,
         layout="constrained",
     )
-    _spot_panel(
+    spot_panel(
         axes[0, 0],
         background,
         values[score_key],
@@ -398,7 +398,7 @@ def tumor_map(
     title = title_of(score_key)
     if label_key is not None:
         labels = values[label_key].astype("category")  # booleans and strings drawn as categories
-        _spot_panel(
+        spot_panel(
             axes[0, 1],
             background,
             labels,

@@ -144,7 +144,7 @@ def spatial(
     check_save(save)
     table = get_table(sdata, table_key)
     values = {key: values_per_spot(sdata, key, table_key=table_key, layer=layer) for key in keys}
-    background = _section_background(sdata, table, image_key, max_image_px, scale_bar=scale_bar)
+    background = section_background(sdata, table, image_key, max_image_px, scale_bar=scale_bar)
 
     ncols = min(ncols, len(keys))
     nrows = -(-len(keys) // ncols)
@@ -160,7 +160,7 @@ def spatial(
         gene = key not in table.obs.columns
         unit = unit_of(key, gene=gene, layer=layer, table=table)
         vmin, vmax = (None, None) if _is_categorical(values[key]) else colour_range(values[key], unit)
-        _spot_panel(
+        spot_panel(
             ax,
             background,
             values[key],
@@ -199,7 +199,7 @@ class _Background(NamedTuple):
     bar_um: float | None
 
 
-def _section_background(
+def section_background(
     sdata: SpatialData, table, image_key: str | None, max_image_px: int, *, scale_bar: bool | float = False
 ) -> _Background:
     """The overview image ``(y, x, c)``, its downscale, the spots the table annotates, and the scale.
@@ -228,7 +228,7 @@ def _section_background(
     return _Background(image, scale, spots, mpp, None if scale_bar is True else scale_bar)
 
 
-def _spot_panel(
+def spot_panel(
     ax: Axes,
     background: _Background,
     values: pd.Series,

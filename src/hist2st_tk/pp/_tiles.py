@@ -14,11 +14,11 @@ from .._sdata import image_levels, resolve_image_key
 from .._validate import check_microns
 from ._tissue import (
     MIN_AREA_UM2,
-    _check_positive,
-    _resample_nearest,
-    _stored_mask,
+    check_positive,
     detect_tissue,
     read_low_res,
+    resample_nearest,
+    stored_mask,
 )
 
 if TYPE_CHECKING:
@@ -102,8 +102,8 @@ def tile_tissue(
     key = resolve_image_key(sdata, image_key)
     tile_um = check_microns(tile_um, "tile_um")
     stride_um = tile_um if stride_um is None else check_microns(stride_um, "stride_um")
-    mask_mpp = _check_positive(mask_mpp, "mask_mpp")
-    min_tissue = _check_fraction(min_tissue)
+    mask_mpp = check_positive(mask_mpp, "mask_mpp")
+    min_tissue = check_fraction(min_tissue)
     sample = key.removesuffix("_he")
     shapes_key = f"{sample}{TILES_SUFFIX}"
     _check_free(sdata, shapes_key, table_key)
@@ -172,9 +172,9 @@ def _tile_fractions(
 ) -> tuple[np.ndarray, float]:
     """Tissue fraction of every tile of the grid, ``(n_rows, n_cols)``, and the mask's microns per pixel."""
     low = read_low_res(sdata, image_key, target_mpp=mask_mpp)
-    stored = _stored_mask(sdata, image_key)
+    stored = stored_mask(sdata, image_key)
     if stored is not None:
-        mask = _resample_nearest(stored, low.rgb.shape[:2])
+        mask = resample_nearest(stored, low.rgb.shape[:2])
     else:
         mask, _ = detect_tissue(low.rgb, pixel_mpp=low.pixel_mpp, min_area_um2=MIN_AREA_UM2)
     height, width = shape
@@ -234,8 +234,8 @@ def _tiles_table(
     return TableModel.parse(table, region=region, region_key=REGION_KEY, instance_key=INSTANCE_KEY)
 
 
-def _check_fraction(value: float) -> float:
-    number = _check_positive(value, "min_tissue", allow_zero=True)
+def check_fraction(value: float) -> float:
+    number = check_positive(value, "min_tissue", allow_zero=True)
     if number > 1:
         msg = f"`min_tissue` is a fraction of the tile, in [0, 1]; got {value!r}."
         raise ValueError(msg)

@@ -114,8 +114,8 @@ def tissue_mask(
     ['synthetic_tissue']
     """
     key = resolve_image_key(sdata, image_key)
-    target_mpp = _check_positive(target_mpp, "target_mpp")
-    min_area_um2 = _check_positive(min_area_um2, "min_area_um2", allow_zero=True)
+    target_mpp = check_positive(target_mpp, "target_mpp")
+    min_area_um2 = check_positive(min_area_um2, "min_area_um2", allow_zero=True)
     labels_key = key_added if key_added is not None else default_tissue_key(key)
     _check_free_name(sdata, labels_key)
 
@@ -165,10 +165,10 @@ def low_res_with_mask(sdata: SpatialData, image_key: str, *, target_mpp: float) 
     Raises when there is no tissue.
     """
     key = resolve_image_key(sdata, image_key)
-    low = read_low_res(sdata, key, target_mpp=_check_positive(target_mpp, "target_mpp"))
-    stored = _stored_mask(sdata, key)
+    low = read_low_res(sdata, key, target_mpp=check_positive(target_mpp, "target_mpp"))
+    stored = stored_mask(sdata, key)
     if stored is not None:
-        mask = _resample_nearest(stored, low.rgb.shape[:2])
+        mask = resample_nearest(stored, low.rgb.shape[:2])
     else:
         # Detection at the mask's usual resolution is faster, and its thresholds were tuned there.
         factor = max(1, round(MASK_MPP / low.pixel_mpp))
@@ -274,7 +274,7 @@ def _raise_if_empty(mask: np.ndarray, image_key: str, low: LowRes) -> None:
         raise ValueError(msg)
 
 
-def _stored_mask(sdata: SpatialData, image_key: str) -> np.ndarray | None:
+def stored_mask(sdata: SpatialData, image_key: str) -> np.ndarray | None:
     """The last tissue mask :func:`tissue_mask` stored for ``image_key`` and that still exists."""
     records = sdata.attrs.get(ATTRS_KEY, {}).get("tissue", {})
     keys = [k for k, rec in records.items() if rec.get("image_key") == image_key and k in sdata.labels]
@@ -287,7 +287,7 @@ def _stored_mask(sdata: SpatialData, image_key: str) -> np.ndarray | None:
     return np.asarray(element.values) > 0
 
 
-def _resample_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def resample_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resampling of a mask that covers the same image extent to ``shape``."""
     if mask.shape == shape:
         return mask
@@ -318,7 +318,7 @@ def _check_free_name(sdata: SpatialData, name: str) -> None:
             raise ValueError(msg)
 
 
-def _check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         msg = f"`{name}` must be a number, got {value!r}."
         raise TypeError(msg)

@@ -106,7 +106,7 @@ def predict_cohort(
     from .._scale import check_mpp
     from .._validate import check_microns
     from ..models import resolve
-    from ..pp._tiles import _check_fraction
+    from ..pp._tiles import check_fraction
 
     checked = resolve(model)  # a saved model is loaded here once, to fail early when it cannot be
     feature_specs(checked)
@@ -117,7 +117,7 @@ def predict_cohort(
     check_microns(tile_um, "tile_um")
     if stride_um is not None:
         check_microns(stride_um, "stride_um")
-    _check_fraction(min_tissue)
+    check_fraction(min_tissue)
     check_count(batch_tiles, "batch_tiles")
     check_count(batch_size, "batch_size")
     slides = _slide_names(paths)
