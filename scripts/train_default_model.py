@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 import hist2st_tk as ht
+from hist2st_tk._markdown import markdown_table
 from hist2st_tk.bench._accuracy import DEFAULT_RECIPE, fit_options, load_sections, recipe_folds, recipe_panel
-from hist2st_tk.bench._report import markdown_table
 from hist2st_tk.models._default import DEFAULT_MODEL_DIR
 
 RECIPE = fit_options(DEFAULT_RECIPE)

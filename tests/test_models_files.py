@@ -329,3 +329,16 @@ def test_resolve_names_one_fitted_predictor(tmp_path):
         ht.models.resolve(ht.models.RidgePredictor())
     with pytest.raises(FileNotFoundError, match="No model directory at"):
         ht.models.resolve(tmp_path / "nothing")
+
+
+@pytest.mark.real_data
+def test_default_panel_is_the_shipped_models_panel(her2st):
+    tables = [her2st(name)["table"] for name in ("B4", "C2", "C3", "C4", "C5", "C6")]
+    panel = ht.models.default_panel(tables)
+    assert panel == list(ht.models.default_model().genes)
+    assert len(panel) == 258 and {"KRT8", "EPCAM", "ADIPOQ"} <= set(panel[250:])
+
+
+def test_default_panel_needs_tables():
+    with pytest.raises(ValueError, match="is empty; pass at least one training section"):
+        ht.models.default_panel([])

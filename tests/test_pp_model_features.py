@@ -104,3 +104,25 @@ def test_a_missing_default_model_says_how_to_make_it(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"default model is missing.*scripts/train_default_model\.py"):
         _load(tmp_path)
+
+
+def test_sizes_of_one_encoder_are_made_in_one_multiscale_call(monkeypatch):
+    """X_fft_50um and X_fft_100um (and the context of one) come from one call, equal to the call that made them."""
+    from hist2st_tk.pp import _features
+
+    train = ht.datasets.synthetic(n_spots=36, n_genes=8, seed=0, sample="train")
+    ht.pp.image_features(train, encoder="fft", patch_um=[50, 100], progress=False)
+    ht.pp.spatial_graph(train, method="radius", radius_um=150)
+    ht.pp.aggregate_neighbors(train, use_rep="X_fft_100um")
+    reps = ["X_fft_50um", "X_fft_100um", "X_fft_100um_nbr"]
+    model = ht.tl.fit_predictor(train, method="ridge", genes=4, use_rep=reps)
+    calls = []
+    real = _features.image_features
+    monkeypatch.setattr(_features, "image_features", lambda *a, **k: calls.append(k["patch_um"]) or real(*a, **k))
+    fresh = ht.datasets.synthetic(n_spots=36, n_genes=8, seed=1, sample="new")
+    assert ht.pp.model_features(fresh, model, progress=False) == reps
+    assert calls == [[50.0, 100.0]]
+    by_hand = ht.datasets.synthetic(n_spots=36, n_genes=8, seed=1, sample="new")
+    ht.pp.image_features(by_hand, encoder="fft", patch_um=[50, 100], progress=False)
+    for key in reps[:2]:
+        np.testing.assert_array_equal(fresh["table"].obsm[key], by_hand["table"].obsm[key])

@@ -23,15 +23,45 @@ if TYPE_CHECKING:
 
     from spatialdata import SpatialData
 
-#: The predictor of the demo: the default model's recipe (see ``scripts/train_default_model.py``).
+#: The predictor of the demo: the default model's recipe (:data:`hist2st_tk.models.DEFAULT_RECIPE`).
 KEY = "predicted_ridge"
 
 
 def recipe() -> dict[str, Any]:
-    """How the default model's recipe is fitted (:data:`hist2st_tk.bench._accuracy.DEFAULT_RECIPE`)."""
-    from .bench._accuracy import DEFAULT_RECIPE, fit_options
+    """How the default model's recipe is fitted: the keyword arguments of :func:`hist2st_tk.tl.fit_predictor`."""
+    from .models import DEFAULT_RECIPE
+    from .models._default import FEATURE_OPTIONS
 
-    return fit_options(DEFAULT_RECIPE)
+    return {k: v for k, v in DEFAULT_RECIPE.items() if k not in FEATURE_OPTIONS}
+
+
+def sections_with_features(
+    names: Sequence[str], *, data_dir: str | Path | None, cache_dir: Path
+) -> dict[str, SpatialData]:
+    """The HER2ST sections ``names`` with the features the default model reads (:func:`hist2st_tk.pp.model_features`),
+    and each section as a scanner of every ``augment_mpp`` of the recipe would have imaged it
+    (``"C2@4"``, :func:`hist2st_tk.pp.perturb`): written once to ``cache_dir`` and read back from there, so
+    that images are read tile by tile."""
+    from . import datasets, io, models, pp
+
+    model = models.default_model()
+    loaded = {}
+    for name in names:
+        for mpp in (None, *models.DEFAULT_RECIPE["augment_mpp"]):
+            path = cache_dir / f"{name}_lite0{'' if mpp is None else f'_scan{mpp:g}'}.zarr"
+            if not path.exists():
+                sdata = datasets.her2st(name, data_dir=data_dir)
+                if mpp is not None:
+                    sdata = pp.perturb(sdata, mpp=mpp)
+                pp.model_features(sdata, model, progress=True)
+                io.write_zarr(sdata, path)
+            loaded[name if mpp is None else f"{name}@{mpp:g}"] = io.read_zarr(path)
+    return loaded
+
+
+def _with_renderings(train: Sequence[str], sections: Mapping[str, Any]) -> list[str]:
+    """The training sections and their renderings (``"C2@4"``) among ``sections``."""
+    return [name for name in sections if name.split("@")[0] in train]
 
 
 def run_demo(
@@ -62,8 +92,7 @@ def run_demo(
     """
     import matplotlib.pyplot as plt
 
-    from . import tl
-    from .bench._accuracy import DEFAULT_RECIPE, load_sections, recipe_folds, recipe_panel, with_renderings
+    from . import models, tl
 
     sections = list(dict.fromkeys(sections))
     if test_section not in sections or len(sections) < 2:
@@ -75,20 +104,13 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     clock = _Clock()
     # with each section as a 4 um/px scanner would have imaged it ("C2@4"), the training renderings
-    rendered = load_sections(
-        data_dir=data_dir,
-        cache_dir=out / "sections",
-        sections=sections,
-        progress=True,
-        recipe=DEFAULT_RECIPE,
-        augmented=True,
-    )
+    rendered = sections_with_features(sections, data_dir=data_dir, cache_dir=out / "sections")
     data = {name: rendered[name] for name in sections}
     clock.lap("features (lite0 at 56/112/224 um, context within 300 um; scans at 0.69 and 4 um/px)")
     test = data[test_section]
-    train = [rendered[n] for n in with_renderings([s for s in sections if s != test_section], rendered)]
+    train = [rendered[n] for n in _with_renderings([s for s in sections if s != test_section], rendered)]
 
-    genes = recipe_panel([data[s]["table"] for s in sections if s != test_section])
+    genes = models.default_panel([data[s]["table"] for s in sections if s != test_section])
     model = tl.fit_predictor(train, genes=genes, **recipe())
     tl.predict_expression(test, model)
     metrics = tl.evaluate(test, key=KEY, label_key="tumor")
@@ -101,7 +123,8 @@ def run_demo(
     regions = tl.compare_regions(test, groupby="tumor_predicted", key=KEY)
     clock.lap("Leiden clusters, tumor regions, region comparison")
 
-    cv = tl.cross_validate(rendered, protocol=recipe_folds("leave-one-section-out", rendered), **recipe())
+    folds = [(s, _with_renderings([o for o in sections if o != s], rendered), [s]) for s in sections]
+    cv = tl.cross_validate(rendered, protocol=folds, **recipe())
     for name, sdata in data.items():  # every section's held-out predictions, for the pooled analyses
         sdata[TABLE_KEY].obsm["predicted_cv"] = cv.predictions[name][name]
     pooled = tl.compare_regions(data, groupby="tumor", key="predicted_cv")

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import models
 from .._logging import logger
 from .._protocols import HER2ST6, PANELS, REFERENCE
-from ..tl._regions import NON_TUMOR_MARKERS, TUMOR_MARKERS
+from ..models._default import FEATURE_OPTIONS
 from ._report import write_report
 
 #: lite0 features of three patch sizes are computed once per section and cached.
@@ -34,14 +35,7 @@ METHODS: dict[str, dict[str, Any]] = {
     # DEFAULT_RECIPE: the same, trained on each section as scanned and as a 4 um/px scanner would have
     # imaged it (resolution augmentation; features of finer scans rendered at 0.7 um/px, the training
     # scans' resolution), with the tumor head on the marker signature of the predictions
-    "ridge_multiscale_context_centred_multires": {
-        "method": "ridge",
-        "use_rep": MULTISCALE_REPS + CONTEXT_REPS,
-        "center": True,
-        "working_mpp": 0.7,
-        "augment_mpp": [4.0],
-        "tumor_signature": {"positive": list(TUMOR_MARKERS), "negative": list(NON_TUMOR_MARKERS)},
-    },
+    "ridge_multiscale_context_centred_multires": dict(models.DEFAULT_RECIPE),
     "histospace": {"method": "histospace", "use_rep": "X_lite0_112um", "max_epochs": 40, "patience": 5},
     "hist_multiscale": {
         "method": "hist_multiscale",
@@ -83,8 +77,6 @@ METHODS: dict[str, dict[str, Any]] = {
 #: The recipe of the default model and of ``make demo`` (chosen on the C2-C6 folds; see docs/robustness.md).
 DEFAULT_RECIPE = "ridge_multiscale_context_centred_multires"
 
-#: Keys of a recipe that say how its features are made, not how the predictor is fitted.
-FEATURE_OPTIONS = ("working_mpp", "augment_mpp")
 
 
 def fit_options(recipe: str) -> dict[str, Any]:
@@ -144,15 +136,8 @@ def with_renderings(train: Sequence[str], sections: dict[str, Any]) -> list[str]
 
 
 def recipe_panel(tables: Sequence[Any], n_genes: int = 250) -> list[str]:
-    """The default model's panel: the ``n_genes`` of highest mean expression over ``tables`` plus every
-    marker of the tumor signature (:func:`hist2st_tk.tl.tumor_regions`) that all of them measure."""
-    from ..pp._genes import gene_panel
-
-    top = list(gene_panel(tables, n_genes=n_genes, flavor="top_mean"))
-    markers = [
-        g for g in (*TUMOR_MARKERS, *NON_TUMOR_MARKERS) if g not in top and all(g in t.var_names for t in tables)
-    ]
-    return top + markers
+    """The default model's panel (:func:`hist2st_tk.models.default_panel`)."""
+    return models.default_panel(tables, n_genes=n_genes)
 
 
 def fit_recipe(sections: dict[str, Any], train: Sequence[str], *, recipe: str = DEFAULT_RECIPE):

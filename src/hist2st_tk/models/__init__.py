@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._base import Predictor, available_methods, method_class
 from ._deeponet import DeepONetPredictor
-from ._default import default_model, resolve
+from ._default import DEFAULT_RECIPE, default_model, default_panel, resolve
 from ._hespotex import HESpotExPredictor
 from ._hist2st import Hist2STPredictor
 from ._histospace import HistoSpacePredictor
@@ -20,6 +20,7 @@ from ._stnet import STNetPredictor
 from ._torch import TorchPredictor
 
 __all__ = [
+    "DEFAULT_RECIPE",
     "DeepONetPredictor",
     "HESpotExPredictor",
     "Hist2STPredictor",
@@ -32,6 +33,7 @@ __all__ = [
     "TorchPredictor",
     "available_methods",
     "default_model",
+    "default_panel",
     "load",
     "method_class",
     "resolve",

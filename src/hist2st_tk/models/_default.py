@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    import anndata as ad
+
+from .._markers import NON_TUMOR_MARKERS, TUMOR_MARKERS
 from ._base import Predictor
+
+#: The recipe of the default model, as plain data (chosen on the C2-C6 folds; see docs/robustness.md):
+#: lite0 features of 56, 112 and 224 um patches rendered at ``working_mpp`` and their mean over the spots
+#: within 300 um, centred per section; a ridge fitted on each training section as scanned and as a scanner
+#: of each ``augment_mpp`` would have imaged it (:func:`hist2st_tk.pp.perturb`); the tumor head reads the
+#: marker signature of the predictions. ``model.json`` of the shipped model records the same.
+DEFAULT_RECIPE: dict = {
+    "method": "ridge",
+    "use_rep": ["X_lite0_56um", "X_lite0_112um", "X_lite0_224um", "X_lite0_112um_nbr", "X_lite0_224um_nbr"],
+    "center": True,
+    "working_mpp": 0.7,
+    "augment_mpp": [4.0],
+    "tumor_signature": {"positive": list(TUMOR_MARKERS), "negative": list(NON_TUMOR_MARKERS)},
+}
+#: Keys of a recipe that say how its training features are made, not how the predictor is fitted.
+FEATURE_OPTIONS = ("working_mpp", "augment_mpp")
 
 #: Where the shipped model lives: ``model.json``, ``weights.safetensors`` and ``MODEL_CARD.md``.
 DEFAULT_MODEL_DIR = Path(__file__).with_name("default_her2st")
@@ -26,6 +48,28 @@ def default_model() -> Predictor:
     ('ridge', 258, ['B4', 'C2', 'C3', 'C4', 'C5', 'C6'])
     """
     return _load(DEFAULT_MODEL_DIR)
+
+
+def default_panel(tables: Sequence[ad.AnnData], n_genes: int = 250) -> list[str]:
+    """The default model's gene panel: the ``n_genes`` of highest mean expression over ``tables`` (the
+    training sections' tables) and every tumor signature marker that all of them measure.
+
+    Parameters
+    ----------
+    tables
+        The tables of the training sections (log-normalised ``X``).
+    n_genes
+        Genes of highest mean expression.
+
+    Returns
+    -------
+    Gene names, highest mean first, then the markers; nothing is written.
+    """
+    from ..pp._genes import gene_panel
+
+    top = list(gene_panel(list(tables), n_genes=n_genes, flavor="top_mean"))
+    measured = [g for g in (*TUMOR_MARKERS, *NON_TUMOR_MARKERS) if all(g in t.var_names for t in tables)]
+    return [*top, *(g for g in measured if g not in top)]
 
 
 def resolve(model: Predictor | str | Path | None) -> Predictor:

@@ -65,36 +65,65 @@ def model_features(
         )
         raise ValueError(msg)
     snapshot = TableSnapshot(sdata, table_key)
-    added: list[str] = []
+    contexts = [key for key in missing if "aggregated_from" in recorded[key]]
+    images = {key: recorded[key] for key in missing if key not in contexts}
+    for key in contexts:  # the key a context averages; its record, else the context's, names how it is made
+        base = recorded[key]["aggregated_from"]
+        if base not in table.obsm and base not in images:
+            images[base] = recorded.get(base, recorded[key])
+    options = {"batch_size": batch_size, "num_workers": num_workers, "device": device, "progress": progress}
     try:
-        for key in missing:
+        for base, keys in _image_calls(images).items():
+            _image_keys(sdata, base, keys, images, options, table_key)
+        for key in contexts:
             spec = recorded[key]
-            if "aggregated_from" in spec:
-                base = spec["aggregated_from"]
-                if base not in table.obsm:  # the context's own record names its encoder and patch too
-                    base_spec = recorded.get(base, spec)
-                    _image_key(sdata, base, base_spec, batch_size, num_workers, device, progress, table_key)
-                    added.append(base)
-                _context_key(sdata, key, base, spec["graph"], table_key)
-            else:
-                _image_key(sdata, key, spec, batch_size, num_workers, device, progress, table_key)
-            added.append(key)
-            table = get_table(sdata, table_key)
+            _context_key(sdata, key, spec["aggregated_from"], spec["graph"], table_key)
     except BaseException:
         snapshot.restore()
         raise
     if not missing:
         logger.info("the section already has every feature the %s model reads", model.method)
-    return added
+    return [*images, *contexts]
 
 
-def _image_key(sdata, key, spec, batch_size, num_workers, device, progress, table_key) -> None:
+def _image_calls(specs: dict[str, dict]) -> dict[str | None, list[str]]:
+    """The image feature keys grouped into as few :func:`image_features` calls as possible.
+
+    Keys named ``{base}_{um}um`` of one encoder, working resolution and ``base`` are made by one
+    multi-scale call (each spot's image region is read once for all sizes), grouped under ``base``;
+    every other key is a call of its own (grouped under ``None``).
+    """
+    groups: dict[tuple, list[str]] = {}
+    for key, spec in specs.items():
+        suffix = f"_{float(spec['patch_um']):g}um"
+        base = key.removesuffix(suffix) if key.endswith(suffix) else None
+        groups.setdefault((base, spec["encoder"], spec.get("working_mpp")), []).append(key)
+    calls: dict[str | None, list[str]] = {}
+    for (base, _, _), members in groups.items():
+        if base is not None and len(members) > 1:
+            calls[base] = members
+        else:
+            calls.setdefault(None, []).extend(members)
+    return calls
+
+
+def _image_keys(sdata, base: str | None, keys: list[str], specs: dict, options: dict, table_key: str) -> None:
+    """``keys`` made as ``specs`` record: one multi-scale call named ``base``, or one call per key without."""
+    if base is not None:
+        sizes = [float(specs[key]["patch_um"]) for key in keys]
+        _image_key(sdata, base, {**specs[keys[0]], "patch_um": sizes}, table_key=table_key, **options)
+        return
+    for key in keys:
+        _image_key(sdata, key, specs[key], table_key=table_key, **options)
+
+
+def _image_key(sdata, key, spec, *, batch_size, num_workers, device, progress, table_key) -> None:
     from ._features import image_features
 
     image_features(
         sdata,
         encoder=spec["encoder"],
-        patch_um=float(spec["patch_um"]),
+        patch_um=spec["patch_um"],
         working_mpp=spec.get("working_mpp"),
         key_added=key,
         batch_size=batch_size,
