@@ -207,6 +207,51 @@ def test_nan_loss_suggests_a_lower_learning_rate():
         train_autoencoder(ConvAutoencoder(), [tiles], epochs=1, progress=False)
 
 
+class _NanInEpoch:
+    """Two batches per epoch; the second one holds a NaN from epoch ``bad_epoch`` on."""
+
+    def __init__(self, bad_epoch: int):
+        self.bad_epoch, self.epoch = bad_epoch, 0
+
+    def __len__(self) -> int:
+        return 2
+
+    def __iter__(self):
+        self.epoch += 1
+        tiles = structured_tiles(4)
+        yield tiles
+        if self.epoch >= self.bad_epoch:
+            tiles = tiles.clone()
+            tiles[0, 0, 0, 0] = float("nan")
+        yield tiles
+
+
+def test_nan_loss_names_its_epoch_and_batch():
+    with pytest.raises(FloatingPointError, match=r"at epoch 2, batch 2 of `batches`"):
+        train_autoencoder(ConvAutoencoder(channels=(4, 8, 8)), _NanInEpoch(2), epochs=3, progress=False)
+
+
+def test_validation_tiles_must_have_the_training_size():
+    with pytest.raises(ValueError, match=r"`val_batches` holds tiles of 16 x 16 px .*\(32 x 32 px\)"):
+        train_autoencoder(
+            ConvAutoencoder(),
+            [structured_tiles(4)],
+            epochs=1,
+            progress=False,
+            val_batches=[structured_tiles(4, px=16)],
+        )
+
+
+def test_caller_numpy_and_python_random_states_are_restored():
+    import random
+
+    np.random.seed(11)
+    random.seed(11)
+    numpy_state, python_state = np.random.get_state()[1].copy(), random.getstate()
+    train_autoencoder(ConvAutoencoder(channels=(4, 8, 8)), [structured_tiles(4)], epochs=1, progress=False)
+    assert np.array_equal(np.random.get_state()[1], numpy_state) and random.getstate() == python_state
+
+
 # ------------------------------------------------------------------------------------------- files
 
 

@@ -1,8 +1,10 @@
-"""The HistoSPACE convolutional autoencoder: model, training loop, feature extractor and model files.
+"""The HistoSPACE convolutional autoencoder: training, feature extractor and model files.
 
 HistoSPACE learns image features from the sections' own tiles: a small convolutional autoencoder is
 trained to reconstruct H&E tiles (MSE), then its encoder is frozen and reused, either pooled to a
 feature vector per tile (:class:`AutoencoderEncoder`) or as a spatial map under a predictor head.
+The networks are in :mod:`hist2st_tk.nn`; they are trained by the Lightning plan the predictors share
+(:mod:`hist2st_tk.nn._training`).
 
 A trained autoencoder is saved as one directory (see :func:`save_autoencoder`):
 
@@ -14,20 +16,25 @@ A trained autoencoder is saved as one directory (see :func:`save_autoencoder`):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
+import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from numbers import Integral, Real
+from collections.abc import Iterable, Iterator
+from numbers import Real
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .._files import WEIGHTS_FILE, package_version, read_weights, state_mismatches, write_model_dir
 from .._logging import logger
 from .._validate import check_count
+from ..nn._autoencoder import AutoencoderEncoder, ConvAutoencoder
+from ..nn._autoencoder import check_tiles as check_tiles  # re-exported: it was defined here
 
 __all__ = [
     "AutoencoderEncoder",
@@ -40,201 +47,6 @@ __all__ = [
 FORMAT = "hist2st_tk.autoencoder"
 FORMAT_VERSION = 1
 CONFIG_FILE = "autoencoder.json"
-
-_SHOWN = 5  # keys named in an error message
-
-
-# --------------------------------------------------------------------------------------------- model
-
-
-def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
-    """3x3 convolution (size preserving), batch norm, ReLU."""
-    return [
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    ]
-
-
-def _check_channels(channels: Sequence[int], in_channels: int) -> tuple[int, ...]:
-    bad = isinstance(channels, str | bytes) or not isinstance(channels, Sequence) or len(channels) == 0
-    if bad or any(isinstance(c, bool) or not isinstance(c, Integral) or c < 1 for c in channels):
-        msg = f"`channels` must be a non-empty sequence of positive integers such as (32, 64, 128), got {channels!r}."
-        raise ValueError(msg)
-    check_count(in_channels, "in_channels")
-    return tuple(int(c) for c in channels)
-
-
-def check_tiles(x: torch.Tensor, *, in_channels: int, multiple: int) -> None:
-    """Raise a clear error unless ``x`` is a float ``(N, in_channels, H, W)`` batch with H, W multiples of ``multiple``."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        msg = f"The autoencoder takes a batch of tiles shaped (N, {in_channels}, H, W), got {shape}."
-        raise ValueError(msg)
-    if x.shape[1] != in_channels:
-        msg = (
-            f"The autoencoder was built for {in_channels}-channel tiles, got {x.shape[1]} channels "
-            f"(shape {tuple(x.shape)}); pass RGB tiles as (N, 3, H, W), channels first."
-        )
-        raise ValueError(msg)
-    height, width = x.shape[-2:]
-    if height % multiple or width % multiple:
-        msg = (
-            f"Tile size {height} x {width} px is not a multiple of {multiple} (the encoder halves it "
-            f"{int(math.log2(multiple))} times); crop or resize tiles to e.g. "
-            f"{max(multiple, height // multiple * multiple)} x {max(multiple, width // multiple * multiple)} px."
-        )
-        raise ValueError(msg)
-    if not x.is_floating_point():
-        msg = f"The autoencoder takes float tiles in [0, 1], got dtype {x.dtype}; divide uint8 tiles by 255."
-        raise TypeError(msg)
-
-
-class ConvAutoencoder(nn.Module):
-    """The HistoSPACE convolutional autoencoder.
-
-    The encoder is one block per entry of ``channels`` (3x3 convolution, batch norm, ReLU, 2x2 max
-    pooling), so a ``(N, 3, H, W)`` tile becomes a ``(N, channels[-1], H/8, W/8)`` map with the default
-    three blocks. The decoder mirrors it (2x nearest upsampling, 3x3 convolution, batch norm, ReLU)
-    and ends with a 3x3 convolution to ``in_channels`` and a sigmoid, so reconstructions lie in
-    [0, 1] like the input. Train with MSE (:func:`train_autoencoder`).
-
-    Parameters
-    ----------
-    channels
-        Output channels of the encoder blocks; HistoSPACE uses ``(32, 64, 128)``.
-    in_channels
-        Channels of the input tiles (3 for RGB).
-
-    Attributes
-    ----------
-    multiple
-        H and W of the input must be multiples of this (``2 ** len(channels)``).
-    input_px
-        Edge of the square tiles it was trained on; set by :func:`train_autoencoder` and
-        :func:`load_autoencoder`, ``None`` for an untrained model.
-    """
-
-    def __init__(self, *, channels: Sequence[int] = (32, 64, 128), in_channels: int = 3) -> None:
-        super().__init__()
-        self.channels = _check_channels(channels, in_channels)
-        self.in_channels = int(in_channels)
-        self.multiple = 2 ** len(self.channels)
-        self.input_px: int | None = None
-
-        widths = (self.in_channels, *self.channels)
-        self.encoder = nn.Sequential(
-            *(
-                nn.Sequential(*_conv_block(a, b), nn.MaxPool2d(2))
-                for a, b in zip(widths[:-1], widths[1:], strict=True)
-            )
-        )
-        # Mirror: 128 -> 64 -> 32 -> 32 for the default, each after doubling the size back.
-        back = (*self.channels[::-1], self.channels[0])
-        self.decoder = nn.Sequential(
-            *(
-                nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), *_conv_block(a, b))
-                for a, b in zip(back[:-1], back[1:], strict=True)
-            ),
-            nn.Conv2d(self.channels[0], self.in_channels, kernel_size=3, padding=1),
-            nn.Sigmoid(),
-        )
-
-    def check(self, x: torch.Tensor) -> None:
-        """Raise a clear error when ``x`` is not a batch this model can take."""
-        check_tiles(x, in_channels=self.in_channels, multiple=self.multiple)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's feature map of tiles ``x``: ``(N, channels[-1], H / multiple, W / multiple)``."""
-        self.check(x)
-        return self.encoder(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The reconstruction of tiles ``x``, same shape, values in [0, 1]."""
-        return self.decoder(self.encode(x))
-
-
-class AutoencoderEncoder(nn.Module):
-    """The frozen encoder of a trained :class:`ConvAutoencoder`, as a feature extractor.
-
-    The encoder is copied, its parameters do not require gradients and it stays in eval mode (batch
-    norm uses the statistics learned on the training tiles) even when a model holding this module is
-    put in training mode. The autoencoder passed in is left untouched.
-
-    Parameters
-    ----------
-    autoencoder
-        A trained autoencoder.
-    input_px
-        Edge of the square tiles the autoencoder was trained on; defaults to ``autoencoder.input_px``.
-    pooling
-        ``"mean"``: global average pooling of the feature map, ``out_dim = channels[-1]`` (128);
-        ``"mean+max"``: average and max pooling concatenated, ``out_dim = 2 * channels[-1]``.
-
-    Attributes
-    ----------
-    out_dim
-        Length of the feature vectors.
-    map_channels
-        Channels of :meth:`feature_map` (``channels[-1]``).
-    input_px
-        The training tile size; other sizes that are multiples of ``multiple`` work too.
-    """
-
-    def __init__(
-        self,
-        autoencoder: ConvAutoencoder,
-        *,
-        input_px: int | None = None,
-        pooling: Literal["mean", "mean+max"] = "mean",
-    ) -> None:
-        super().__init__()
-        if not isinstance(autoencoder, ConvAutoencoder):
-            msg = f"`autoencoder` must be a ConvAutoencoder, got {type(autoencoder).__name__}."
-            raise TypeError(msg)
-        if pooling not in ("mean", "mean+max"):
-            msg = f"`pooling` must be 'mean' or 'mean+max', got {pooling!r}."
-            raise ValueError(msg)
-        input_px = autoencoder.input_px if input_px is None else input_px
-        if input_px is None:
-            msg = "The autoencoder has no training tile size; pass `input_px=` (the tile edge in pixels)."
-            raise ValueError(msg)
-        self.input_px = check_count(input_px, "input_px")
-        self.in_channels = autoencoder.in_channels
-        self.multiple = autoencoder.multiple
-        self.pooling = pooling
-        self.map_channels = autoencoder.channels[-1]
-        self.out_dim = self.map_channels * (2 if pooling == "mean+max" else 1)
-        self.encoder = _frozen_copy(autoencoder.encoder)
-        self.eval()
-
-    def train(self, mode: bool = True) -> AutoencoderEncoder:  # noqa: FBT001, FBT002 - nn.Module's signature
-        """Set the mode of this module, but keep the frozen encoder in eval mode."""
-        super().train(mode)
-        self.encoder.eval()
-        return self
-
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's spatial map of tiles ``x``: ``(N, map_channels, H / multiple, W / multiple)``."""
-        check_tiles(x, in_channels=self.in_channels, multiple=self.multiple)
-        return self.encoder(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature vectors ``(N, out_dim)`` of tiles ``x`` (float RGB in [0, 1])."""
-        fmap = self.feature_map(x)
-        pooled = fmap.mean(dim=(-2, -1))
-        if self.pooling == "mean+max":
-            pooled = torch.cat([pooled, fmap.amax(dim=(-2, -1))], dim=1)
-        return pooled
-
-
-def _frozen_copy(module: nn.Module) -> nn.Module:
-    import copy
-
-    frozen = copy.deepcopy(module).eval()
-    for parameter in frozen.parameters():
-        parameter.requires_grad_(requires_grad=False)
-    return frozen
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -263,14 +75,14 @@ def _check_reiterable(batches: Iterable, name: str, epochs: int) -> None:
         raise TypeError(msg)
 
 
-def _tiles(batch: Any, device: torch.device) -> torch.Tensor:
+def _tiles(batch: Any) -> torch.Tensor:
     """The tile tensor of one batch: the batch itself or the first item of a tuple/list batch."""
     if isinstance(batch, tuple | list) and batch:
         batch = batch[0]
     if not isinstance(batch, torch.Tensor):
         msg = f"Each batch must be a tensor (N, 3, H, W) or a tuple whose first item is one, got {type(batch).__name__}."
         raise TypeError(msg)
-    return batch.to(device, non_blocking=True)
+    return batch
 
 
 def _check_range(x: torch.Tensor) -> None:
@@ -293,9 +105,64 @@ def _check_size(x: torch.Tensor, input_px: int | None, name: str) -> int:
     return int(height)
 
 
+def _no_tiles(name: str, epoch: int) -> ValueError:
+    return ValueError(f"`{name}` yielded no tiles in epoch {epoch}; pass at least one non-empty batch.")
+
+
+class _TileBatches:
+    """The user's batches as the training plan reads them, ``(tiles, tiles, where)`` (the targets are
+    the tiles; ``where`` = (name, epoch, batch) names a batch in errors), checked as they are read.
+
+    Validation tiles must have the training tiles' size: ``sized_like`` is the training batches.
+    """
+
+    def __init__(self, batches: Iterable, name: str, model: ConvAutoencoder, *, sized_like=None):
+        self.batches, self.name, self.model, self.sized_like = batches, name, model, sized_like
+        self.input_px: int | None = None
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.batches)  # a TypeError for unsized iterables: Lightning then reads to the end
+
+    def check_not_empty(self) -> None:
+        """Refuse an empty list or loader up front: Lightning would skip it without a word."""
+        with contextlib.suppress(TypeError):
+            if len(self) == 0:
+                raise _no_tiles(self.name, 1)
+
+    def __iter__(self):
+        self.epoch += 1
+        count = 0
+        for step, batch in enumerate(self.batches):
+            x = _tiles(batch)
+            self.model.check(x)
+            if count == 0:
+                _check_range(x)  # once per epoch: a full check every batch would sync a GPU each step
+            size = self.sized_like.input_px if self.sized_like is not None else self.input_px
+            self.input_px = _check_size(x, size, self.name)
+            count += len(x)
+            yield x, x, (self.name, self.epoch, step + 1)
+        if count == 0:
+            raise _no_tiles(self.name, self.epoch)
+
+
+def _reconstruction_loss(outputs: torch.Tensor, batch: tuple, *, lr: float) -> torch.Tensor:
+    """Mean squared error of the reconstructed tiles; a non-finite loss stops training with a hint."""
+    loss = nn.functional.mse_loss(outputs, batch[1])
+    if not torch.isfinite(loss):
+        name, epoch, step = batch[2]
+        msg = (
+            f"The reconstruction loss became {loss.item()} at epoch {epoch}, batch {step} of "
+            f"`{name}`; lower the learning rate (now lr={lr:g}) or check the tiles for NaN values."
+        )
+        raise FloatingPointError(msg)
+    return loss
+
+
 @contextlib.contextmanager
 def _reproducible(seed: int, device: torch.device):
-    """Seed torch and ask for deterministic kernels, restoring the caller's RNG and flags afterwards."""
+    """Seed torch and ask for deterministic kernels, restoring the caller's random states (torch, numpy,
+    Python: Lightning seeds all three) and flags afterwards."""
     devices = (
         [device.index if device.index is not None else torch.cuda.current_device()]
         if device.type == "cuda"
@@ -304,6 +171,7 @@ def _reproducible(seed: int, device: torch.device):
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    numpy_state, python_state = np.random.get_state(), random.getstate()
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         try:
@@ -316,47 +184,32 @@ def _reproducible(seed: int, device: torch.device):
         finally:
             torch.use_deterministic_algorithms(mode=deterministic, warn_only=warn_only)
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)
 
 
-def _run_epoch(
-    model: ConvAutoencoder,
-    batches: Iterable,
-    *,
-    optimizer: torch.optim.Optimizer | None,
-    device: torch.device,
-    name: str,
-    epoch: int,
-    lr: float,
-    input_px: int | None,
-) -> tuple[float, int | None]:
-    """Mean MSE per tile over one pass of ``batches``; trains when ``optimizer`` is given."""
-    loss_fn = nn.MSELoss()
-    total, count = 0.0, 0
-    grad = torch.enable_grad() if optimizer is not None else torch.no_grad()
-    with grad:
-        for step, batch in enumerate(batches):
-            x = _tiles(batch, device)
-            model.check(x)
-            if count == 0:
-                _check_range(x)  # once per epoch: a full check every batch would sync a GPU each step
-            input_px = _check_size(x, input_px, name)
-            loss = loss_fn(model(x), x)
-            if not torch.isfinite(loss):
-                msg = (
-                    f"The reconstruction loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1} of "
-                    f"`{name}`; lower the learning rate (now lr={lr:g}) or check the tiles for NaN values."
-                )
-                raise FloatingPointError(msg)
-            if optimizer is not None:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            total += loss.item() * len(x)
-            count += len(x)
-    if count == 0:
-        msg = f"`{name}` yielded no tiles in epoch {epoch + 1}; pass at least one non-empty batch."
-        raise ValueError(msg)
-    return total / count, input_px
+def _training_config(
+    epochs: int, lr: float, weight_decay: float, seed: int, device: torch.device, *, progress: bool
+):
+    """The plan's settings that keep the autoencoder's training as it was: Adam (L2 weight decay),
+    float32, every epoch run (validation only scored), torch seeded once and its flags set by
+    :func:`_reproducible`."""
+    from ..nn._training import TrainingConfig
+
+    return TrainingConfig(
+        max_epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        seed=seed,
+        accelerator=device.type,
+        devices=[device.index] if device.index is not None else 1,
+        precision="32-true",
+        progress=progress,
+        optimizer="adam",
+        early_stopping=False,
+        deterministic=None,
+        reseed_batches=False,  # a shuffling DataLoader without its own generator draws from torch's RNG
+    )
 
 
 def train_autoencoder(
@@ -371,7 +224,7 @@ def train_autoencoder(
     progress: bool = True,
     val_batches: Iterable | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` to reconstruct tiles (Adam, MSE), in place.
+    """Train ``model`` to reconstruct tiles (Adam, MSE), in place, with the predictors' training plan.
 
     Parameters
     ----------
@@ -386,12 +239,12 @@ def train_autoencoder(
     lr, weight_decay
         Adam's learning rate and weight decay.
     seed
-        Seeds torch for the run (the caller's random state is restored afterwards). On CPU the same
-        seed, model and batches give identical weights; on GPU cuDNN is pinned to deterministic kernels.
+        Seeds the run (the caller's random states are restored afterwards). On CPU the same seed,
+        model and batches give identical weights; on GPU cuDNN is pinned to deterministic kernels.
     device
         Where to train, e.g. ``"cpu"`` or ``"cuda"``.
     progress
-        Show a progress bar over the epochs.
+        Show a progress bar.
     val_batches
         Optional held-out tiles, in the same form as ``batches``, scored after each epoch.
 
@@ -400,50 +253,37 @@ def train_autoencoder(
     The history: ``{"train_loss": [...], "val_loss": [...] or None, "epochs": n, "seconds": s}``,
     one mean MSE per tile and epoch.
     """
-    from tqdm.auto import tqdm
+    from ..nn._training import train
 
     if not isinstance(model, ConvAutoencoder):
         msg = f"`model` must be a ConvAutoencoder, got {type(model).__name__}."
         raise TypeError(msg)
     epochs = check_count(epochs, "epochs")
     _check_lr(lr, weight_decay)
-    _check_reiterable(batches, "batches", epochs)
-    if val_batches is not None:
-        _check_reiterable(val_batches, "val_batches", epochs)
+    tiles = _TileBatches(batches, "batches", model)
+    val_tiles = (
+        None if val_batches is None else _TileBatches(val_batches, "val_batches", model, sized_like=tiles)
+    )
+    for data in (tiles, val_tiles):
+        if data is not None:
+            _check_reiterable(data.batches, data.name, epochs)
+            data.check_not_empty()
     device = torch.device(device)
-
-    history: dict[str, Any] = {"train_loss": [], "val_loss": [] if val_batches is not None else None}
+    config = _training_config(epochs, lr, weight_decay, seed, device, progress=progress)
     start = time.perf_counter()
-    input_px = None
     with _reproducible(seed, device):
-        model.to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-        bar = tqdm(range(epochs), desc="autoencoder", unit="epoch", disable=not progress, leave=False)
-        for epoch in bar:
-            model.train()
-            common = {"device": device, "epoch": epoch, "lr": lr}
-            loss, input_px = _run_epoch(
-                model, batches, optimizer=optimizer, name="batches", input_px=input_px, **common
-            )
-            history["train_loss"].append(loss)
-            postfix = {"loss": f"{loss:.4g}"}
-            if val_batches is not None:
-                model.eval()
-                val_loss, _ = _run_epoch(
-                    model, val_batches, optimizer=None, name="val_batches", input_px=input_px, **common
-                )
-                history["val_loss"].append(val_loss)
-                postfix["val_loss"] = f"{val_loss:.4g}"
-            bar.set_postfix(postfix)
-        bar.close()
-    model.eval()
-    model.input_px = input_px
-    history["epochs"] = epochs
-    history["seconds"] = time.perf_counter() - start
-    losses = history["train_loss"]
+        losses = train(model, functools.partial(_reconstruction_loss, lr=lr), tiles, val_tiles, config)
+    model.to(device).eval()  # the plan hands the model back on the CPU
+    model.input_px = tiles.input_px
+    history = {
+        "train_loss": losses["train_loss"],
+        "val_loss": losses["val_loss"] if val_batches is not None else None,
+        "epochs": epochs,
+        "seconds": time.perf_counter() - start,
+    }
     logger.info(
         "trained autoencoder on %d px tiles: %d epochs, loss %.4g -> %.4g (%.1f s)",
-        input_px, epochs, losses[0], losses[-1], history["seconds"],
+        model.input_px, epochs, history["train_loss"][0], history["train_loss"][-1], history["seconds"],
     )  # fmt: skip
     return history
 

@@ -53,62 +53,6 @@ class _Spots:
         )
 
 
-def _mlp(sizes: Sequence[int], dropout: float):
-    from torch import nn
-
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers += [nn.GELU(), nn.Dropout(dropout)]
-    return nn.Sequential(*layers)
-
-
-def _network(
-    n_features: int,
-    n_genes: int,
-    *,
-    hidden: int,
-    basis: int,
-    gene_dim: int,
-    position_dim: int,
-    n_classes: int,
-    dropout: float,
-):
-    import torch
-    from torch import nn
-
-    class DeepONet(nn.Module):
-        """Branch net (spot features -> ``basis`` coefficients), trunk net (gene embedding, optionally with the
-        position -> ``basis`` functions); expression = their inner product + a per-gene bias."""
-
-        def __init__(self):
-            super().__init__()
-            self.branch = _mlp([n_features, hidden, hidden], dropout)
-            self.coefficients = nn.Linear(hidden, basis)
-            self.genes = nn.Embedding(n_genes, gene_dim)
-            self.trunk = _mlp([gene_dim + position_dim, hidden, basis], 0.0)
-            self.bias = nn.Parameter(torch.zeros(n_genes))
-            self.classifier = nn.Linear(hidden, max(n_classes, 1))
-
-        def forward(self, inputs, genes=None):
-            genes = torch.arange(len(self.bias), device=self.bias.device) if genes is None else genes
-            h = nn.functional.gelu(self.branch(inputs["x"]))
-            coefficients = self.coefficients(h)
-            embedding = self.genes(genes)
-            if position_dim:  # one trunk evaluation per (spot, gene)
-                n, g = len(coefficients), len(genes)
-                trunk_in = torch.cat(
-                    [embedding.expand(n, g, -1), inputs["position"].unsqueeze(1).expand(n, g, -1)], dim=-1
-                )
-                expression = (coefficients.unsqueeze(1) * self.trunk(trunk_in)).sum(-1)
-            else:
-                expression = coefficients @ self.trunk(embedding).T
-            return {"expression": expression + self.bias[genes], "logits": self.classifier(h)}
-
-    return DeepONet()
-
-
 @register_method
 class DeepONetPredictor(TorchPredictor):
     """Dual-modality DeepONet: image features in the branch net, the gene (and optionally the location) in the
@@ -229,13 +173,15 @@ class DeepONetPredictor(TorchPredictor):
         return _Spots(
             np.vstack([self._standardised(features[i]) for i in indices]),
             np.vstack([features[i].position for i in indices]),
-            np.vstack([(targets[i] - self._stats["y_mean"]) / self._stats["y_std"] for i in indices]),
+            np.vstack([self._standardised_targets(targets[i]) for i in indices]),
             np.concatenate([extras[i][0] for i in indices]),
             np.concatenate([extras[i][1] for i in indices]),
         )
 
     def build_module(self, n_features: int, n_genes: int):
-        return _network(
+        from ..nn import DeepONet
+
+        return DeepONet(
             n_features,
             n_genes,
             hidden=self.hparams["hidden"],

@@ -11,7 +11,6 @@ block, so that border spots of a block keep their true degrees.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -45,16 +44,6 @@ class SectionGraph:
 
     def __len__(self) -> int:
         return len(self.features)
-
-
-def geometric_nn():
-    """``torch_geometric.nn``, imported without its ``torch.jit.script`` deprecation notice (third-party
-    noise on every first import; docs/installation.md)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")
-        import torch_geometric.nn as geometric
-
-    return geometric
 
 
 def graph_adjacency(table, table_key: str, *, graph_key: str, method: str) -> sp.csr_matrix:
@@ -233,7 +222,7 @@ class GraphPredictor(TorchPredictor):
                 self._standardised(features[i]),
                 features[i].weights,
                 features[i].coords,
-                (targets[i] - self._stats["y_mean"]) / self._stats["y_std"],
+                self._standardised_targets(targets[i]),
                 self.block_extras(features[i]),
             )
             for i in indices

@@ -5,54 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ._base import register_method
-from ._graph import GRAPH_DEFAULTS, GraphPredictor, geometric_nn
-
-
-def _network(n_features: int, n_genes: int, *, hidden: int, latent: int, heads: int, dropout: float):
-    import torch
-    from torch import nn
-
-    GATConv, GCNConv = geometric_nn().GATConv, geometric_nn().GCNConv  # noqa: N806
-
-    if hidden % heads:
-        msg = (
-            f"`hidden={hidden}` must be a multiple of `heads={heads}` (the attention heads are concatenated)."
-        )
-        raise ValueError(msg)
-
-    class HESpotExNet(nn.Module):
-        """Image stream (MLP) and graph stream (2 GAT layers) fused, decoded by a GCN layer to a low-rank
-        expression head; a GAT decoder reconstructs the features from the graph latent (the autoencoder)."""
-
-        def __init__(self):
-            super().__init__()
-            self.image = nn.Sequential(
-                nn.Linear(n_features, hidden), nn.ELU(), nn.Dropout(dropout), nn.Linear(hidden, latent)
-            )
-            self.encoder1 = GATConv(n_features, hidden // heads, heads=heads, dropout=dropout)
-            self.encoder2 = GATConv(hidden, latent, heads=1)
-            self.reconstruct1 = GATConv(latent, hidden // heads, heads=heads)
-            self.reconstruct2 = nn.Linear(hidden, n_features)
-            # normalize=False: the block carries D^-1/2 (A + I) D^-1/2 computed on the whole graph
-            self.decoder = GCNConv(2 * latent, hidden, normalize=False)
-            self.expression = nn.Linear(hidden, n_genes)
-            self.dropout = nn.Dropout(dropout)
-            self.act = nn.ELU()
-
-        def forward(self, inputs):
-            x, edges, weight = inputs["x"], inputs["edge_index"], inputs["edge_weight"]
-            n_core = int(inputs["n_core"])
-            z = self.encoder2(self.dropout(self.act(self.encoder1(x, edges))), edges)
-            fused = torch.cat([self.image(x), z], dim=1)
-            h = self.dropout(self.act(self.decoder(fused, edges, weight)))
-            reconstruction = self.reconstruct2(self.act(self.reconstruct1(z, edges)))
-            return {
-                "expression": self.expression(h[:n_core]),
-                "reconstruction": reconstruction[:n_core],
-                "features": x[:n_core],
-            }
-
-    return HESpotExNet()
+from ._graph import GRAPH_DEFAULTS, GraphPredictor
 
 
 @register_method
@@ -91,7 +44,9 @@ class HESpotExPredictor(GraphPredictor):
     }
 
     def build_module(self, n_features: int, n_genes: int):
-        return _network(
+        from ..nn import HESpotExNet
+
+        return HESpotExNet(
             n_features,
             n_genes,
             hidden=self.hparams["hidden"],

@@ -7,47 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._base import register_method
-from ._graph import GRAPH_DEFAULTS, GraphPredictor, SectionGraph, geometric_nn
-
-
-def _network(n_features: int, n_genes: int, *, hidden: int, heads: int, layers: int, dropout: float):
-    import torch
-    from torch import nn
-
-    if hidden % heads:
-        msg = f"`hidden={hidden}` must be a multiple of `heads={heads}` (transformer attention heads)."
-        raise ValueError(msg)
-    SAGEConv = geometric_nn().SAGEConv  # noqa: N806
-
-    class Hist2STNet(nn.Module):
-        """Adapter on the patch encoder's features, a transformer encoder over the spots of the block, a
-        GraphSAGE layer on the spatial graph; heads for expression and for the ZINB parameters."""
-
-        def __init__(self):
-            super().__init__()
-            self.adapter = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(dropout))
-            layer = nn.TransformerEncoderLayer(
-                hidden, heads, dim_feedforward=2 * hidden, dropout=dropout, batch_first=True
-            )
-            self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-            self.sage = SAGEConv(hidden, hidden)
-            self.expression = nn.Linear(hidden, n_genes)
-            self.zinb = nn.Linear(hidden, 3 * n_genes)  # log mean rate, log dispersion, dropout logit
-
-        def forward(self, inputs):
-            n_core = int(inputs["n_core"])
-            h = self.adapter(inputs["x"])
-            h = self.transformer(h.unsqueeze(0)).squeeze(0)
-            h = torch.nn.functional.gelu(self.sage(h, inputs["edge_index"])) + h
-            log_rate, log_theta, pi_logit = self.zinb(h[:n_core]).chunk(3, dim=1)
-            return {
-                "expression": self.expression(h[:n_core]),
-                "log_rate": log_rate,
-                "log_theta": log_theta,
-                "pi_logit": pi_logit,
-            }
-
-    return Hist2STNet()
+from ._graph import GRAPH_DEFAULTS, GraphPredictor, SectionGraph
 
 
 def zinb_nll(counts, mean, theta, pi_logit, eps: float = 1e-8):
@@ -104,7 +64,9 @@ class Hist2STPredictor(GraphPredictor):
     }
 
     def build_module(self, n_features: int, n_genes: int):
-        return _network(
+        from ..nn import Hist2STNet
+
+        return Hist2STNet(
             n_features,
             n_genes,
             hidden=self.hparams["hidden"],

@@ -2,52 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 from ._base import register_method
 from ._torch import TRAINING_DEFAULTS, TRAINING_SPECS, TorchPredictor
-
-
-def _network(n_features: int, n_genes: int, *, map_channels: int | None, hidden: int, dropout: float):
-    from torch import nn
-
-    class HistoSpaceNet(nn.Module):
-        """One convolution block on the feature map (when there is one), then two fully connected layers."""
-
-        def __init__(self):
-            super().__init__()
-            self.channels = map_channels
-            if map_channels:
-                side = math.isqrt(n_features // map_channels)
-                if side * side * map_channels != n_features:
-                    msg = f"{n_features} features are not a square map of {map_channels} channels."
-                    raise ValueError(msg)
-                self.side = side
-                self.block = nn.Sequential(
-                    nn.Conv2d(map_channels, map_channels, 3, padding=1),
-                    nn.BatchNorm2d(map_channels),
-                    nn.ReLU(),
-                    nn.MaxPool2d(2) if side >= 2 else nn.Identity(),
-                )
-                width = map_channels * max(side // 2, 1) ** 2
-            else:
-                self.block = None
-                width = n_features
-            self.head = nn.Sequential(
-                nn.Flatten(),
-                nn.Linear(width, hidden),
-                nn.ReLU(),
-                nn.Dropout(dropout),
-                nn.Linear(hidden, n_genes),
-            )
-
-        def forward(self, x):
-            if self.block is not None:
-                x = self.block(x.view(len(x), self.channels, self.side, self.side))
-            return {"expression": self.head(x)}
-
-    return HistoSpaceNet()
 
 
 @register_method
@@ -84,7 +42,9 @@ class HistoSpacePredictor(TorchPredictor):
     }
 
     def build_module(self, n_features: int, n_genes: int):
-        return _network(
+        from ..nn import HistoSpaceNet
+
+        return HistoSpaceNet(
             n_features,
             n_genes,
             map_channels=self.hparams["map_channels"],

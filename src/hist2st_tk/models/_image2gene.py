@@ -40,36 +40,6 @@ class _Spots:
         return inputs, torch.as_tensor(self.y[i], dtype=torch.float32)
 
 
-def _network(n_features: int, *, hidden: int, dim: int, n_bins: int, use_coords: bool, dropout: float):
-    import torch.nn.functional as F
-    from torch import nn
-
-    class Image2GeneNet(nn.Module):
-        """Fully connected encoder of the image features, plus learnt embeddings of the x and y position bins;
-        returns unit-length embeddings."""
-
-        def __init__(self):
-            super().__init__()
-            self.encoder = nn.Sequential(
-                nn.Linear(n_features, hidden),
-                nn.GELU(),
-                nn.Dropout(dropout),
-                nn.Linear(hidden, hidden),
-                nn.GELU(),
-                nn.Linear(hidden, dim),
-            )
-            self.position = nn.ModuleList([nn.Embedding(n_bins, dim), nn.Embedding(n_bins, dim)])
-
-        def forward(self, inputs):
-            embedding = self.encoder(inputs["x"])
-            if use_coords:
-                bins = inputs["bins"].clamp(0, n_bins - 1)
-                embedding = embedding + self.position[0](bins[:, 0]) + self.position[1](bins[:, 1])
-            return {"embedding": F.normalize(embedding, dim=1)}
-
-    return Image2GeneNet()
-
-
 def similarity_loss(embedding, targets):
     """Mean squared difference between the cosine self-similarity of the (unit) embeddings and the Pearson
     correlation between the spots' expression profiles, within the batch."""
@@ -131,11 +101,13 @@ class Image2GenePredictor(TorchPredictor):
 
     def training_data(self, features, targets, extras, indices):
         x = np.vstack([self._standardised(features[i]) for i in indices])
-        y = np.vstack([(targets[i] - self._stats["y_mean"]) / self._stats["y_std"] for i in indices])
+        y = np.vstack([self._standardised_targets(targets[i]) for i in indices])
         return _Spots(x, np.vstack([features[i].bins for i in indices]), y)
 
     def build_module(self, n_features: int, n_genes: int):
-        return _network(
+        from ..nn import Image2GeneNet
+
+        return Image2GeneNet(
             n_features,
             hidden=self.hparams["hidden"],
             dim=self.hparams["dim"],

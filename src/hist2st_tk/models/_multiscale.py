@@ -11,38 +11,6 @@ from ._base import register_method
 from ._torch import TRAINING_DEFAULTS, TorchPredictor
 
 
-def _network(n_features: int, n_genes: int, *, n_scales: int, hidden: int, dropout: float):
-    import torch
-    from torch import nn
-
-    class MultiScaleNet(nn.Module):
-        """Shared per-scale adapter, attention over scales, two heads."""
-
-        def __init__(self):
-            super().__init__()
-            if n_features % n_scales:
-                msg = f"{n_features} features cannot be split into {n_scales} equal scales."
-                raise ValueError(msg)
-            self.n_scales, self.width = n_scales, n_features // n_scales
-            self.adapter = nn.Sequential(nn.Linear(self.width, hidden), nn.GELU(), nn.Dropout(dropout))
-            self.scale_embedding = nn.Parameter(torch.zeros(n_scales, hidden))
-            self.attention = nn.Linear(hidden, 1)
-            self.expression = nn.Linear(hidden, n_genes)
-            self.tumor = nn.Linear(hidden, 1)
-
-        def forward(self, x):
-            h = self.adapter(x.view(len(x), self.n_scales, self.width)) + self.scale_embedding
-            weights = torch.softmax(self.attention(h), dim=1)
-            z = (weights * h).sum(dim=1)
-            return {
-                "expression": self.expression(z),
-                "tumor": self.tumor(z).squeeze(-1),
-                "scale_weights": weights,
-            }
-
-    return MultiScaleNet()
-
-
 @register_method
 class MultiScalePredictor(TorchPredictor):
     """HiST-style multi-scale predictor with a tumor head.
@@ -74,7 +42,9 @@ class MultiScalePredictor(TorchPredictor):
     }
 
     def build_module(self, n_features: int, n_genes: int):
-        return _network(
+        from ..nn import MultiScaleNet
+
+        return MultiScaleNet(
             n_features,
             n_genes,
             n_scales=len(self.use_rep),

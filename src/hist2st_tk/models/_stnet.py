@@ -6,17 +6,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._logging import logger
-from ._base import Predictor, register_method
-from ._schema import check_shapes, split_tensors
-from ._torch import (
-    _RUNTIME,
-    TRAINING_DEFAULTS,
-    TRAINING_SPECS,
-    load_module,
-    standardisation,
-    validation_section,
-)
+from ._base import register_method
+from ._torch import TRAINING_DEFAULTS, TRAINING_SPECS, TorchPredictor
 
 
 def augment_he(x, *, colour: float = 0.05):
@@ -54,35 +45,8 @@ class _Paired:
         return self.patches[i], torch.as_tensor(self.targets[i], dtype=torch.float32)
 
 
-def _network(encoder: str, n_genes: int, *, weights):
-    import torch
-    from torch import nn
-
-    from ..encoders import build_encoder
-
-    backbone, spec = build_encoder(encoder, weights=weights)
-
-    class STNet(nn.Module):
-        """Encoder + linear head; takes RGB as uint8 or as float in [0, 1]."""
-
-        def __init__(self):
-            super().__init__()
-            self.backbone = backbone
-            self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
-            self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
-            with torch.no_grad():
-                width = backbone(torch.zeros(1, 3, spec.input_px, spec.input_px)).shape[1]
-            self.head = nn.Linear(width, n_genes)
-
-        def forward(self, x):
-            x = x.float() / 255.0 if x.dtype == torch.uint8 else x
-            return {"expression": self.head(self.backbone((x - self.mean) / self.std))}
-
-    return STNet().train(), spec
-
-
 @register_method
-class STNetPredictor(Predictor):
+class STNetPredictor(TorchPredictor):
     """ST-Net: a pretrained CNN fine-tuned end to end on the patches, with a linear head.
 
     Reads the image itself (patches of ``patch_um`` around each spot, resampled to the encoder's input
@@ -103,6 +67,7 @@ class STNetPredictor(Predictor):
     """
 
     method = "stnet"
+    standardise_features = False
     defaults: ClassVar[dict[str, Any]] = {
         **TRAINING_DEFAULTS,
         "max_epochs": 5,
@@ -140,80 +105,32 @@ class STNetPredictor(Predictor):
         transform = _stain_transform(sdata, layout.image_key, stain=None)
         return PatchDataset(layout, _reader(sdata, layout), out_px=spec.input_px, transform=transform)
 
-    # -- fit / predict ----------------------------------------------------------------------------
-    def _fit(self, features, targets, sections, obs) -> None:
-        import torch
+    # -- hooks of TorchPredictor: patches in, only the targets standardised ------------------------
+    def build_module(self, n_features: int, n_genes: int):
+        del n_features  # the network reads the patches, not a feature matrix
+        from ..encoders import build_encoder
+        from ..nn import STNet
+
+        backbone, spec = build_encoder(self.hparams["encoder"], weights=self.hparams["weights"])
+        # train mode: build_encoder returns the backbone in eval mode, but it is fine-tuned
+        return STNet(backbone, n_genes, mean=spec.mean, std=spec.std, input_px=spec.input_px).train()
+
+    def training_data(self, features, targets, extras, indices):
         from torch.utils.data import ConcatDataset
 
-        from ._training import TrainingConfig, train
+        del extras  # no targets besides expression
+        return ConcatDataset([_Paired(features[i], self._standardised_targets(targets[i])) for i in indices])
 
-        held = validation_section(self.hparams["validation"], len(sections), self.seed)
-        train_idx = [i for i in range(len(sections)) if i != held]
-        y_mean, y_std = standardisation([targets[i] for i in train_idx])
-        self._stats = {"y_mean": y_mean, "y_std": y_std}
-
-        def paired(indices):
-            return ConcatDataset([_Paired(features[i], (targets[i] - y_mean) / y_std) for i in indices])
-
-        torch.manual_seed(self.seed)
-        self.module, _ = _network(
-            self.hparams["encoder"], targets[0].shape[1], weights=self.hparams["weights"]
-        )
-        config = TrainingConfig(
-            **{k: self.hparams[k] for k in TRAINING_DEFAULTS if k != "validation"},
-            seed=self.seed,
-            num_workers=self.hparams["num_workers"],
-        )
-        logger.info(
-            "fine-tuning %s on %d patches", self.hparams["encoder"], sum(len(features[i]) for i in train_idx)
-        )
-        self.history = train(
-            self.module,
-            self.loss,
-            paired(train_idx),
-            None if held is None else paired([held]),
-            config,
-            augment=augment_he if self.hparams["augment"] else None,
-        )
-        if held is not None:
-            self.history["validation_section"] = [sections[held]]
-
-    @staticmethod
-    def loss(outputs, batch):
-        import torch.nn.functional as F
-
-        return F.mse_loss(outputs["expression"], batch[1])
-
-    def _predict(self, patches) -> np.ndarray:
-        import torch
+    def prediction_batches(self, patches):
         from torch.utils.data import DataLoader
 
-        self.module.eval()
-        outputs = []
-        with torch.inference_mode():
-            for batch in DataLoader(patches, batch_size=self.hparams["batch_size"]):
-                outputs.append(self.module(batch)["expression"])
-        predicted = torch.cat(outputs).numpy()
-        return predicted * self._stats["y_std"] + self._stats["y_mean"]
+        return DataLoader(patches, batch_size=self.hparams["batch_size"])
 
-    # -- tensors ----------------------------------------------------------------------------------
+    def augmentation(self):
+        return augment_he if self.hparams["augment"] else None
+
     def config(self) -> dict[str, Any]:
         config = super().config()
-        config["hparams"] = {k: v for k, v in self.hparams.items() if k not in _RUNTIME}
-        if config["hparams"].get("weights") is not None:
+        if config["hparams"].get("weights") is not None:  # a Path given at fit: plain JSON
             config["hparams"]["weights"] = str(config["hparams"]["weights"])
         return config
-
-    def _tensors(self):
-        import torch
-
-        stats = {f"stats.{k}": torch.as_tensor(v, dtype=torch.float32) for k, v in self._stats.items()}
-        return {**stats, **{f"module.{k}": v for k, v in self.module.state_dict().items()}}
-
-    def _load_tensors(self, tensors) -> None:
-        stats, state = split_tensors(tensors, ("stats.", "module."))
-        n_genes = len(self.genes)
-        check_shapes(stats, {"y_mean": (n_genes,), "y_std": (n_genes,)}, prefix="stats.")
-        self._stats = {k: v.numpy() for k, v in stats.items()}  # float32, as at fit
-        self.module, _ = _network(self.hparams["encoder"], n_genes, weights=self.hparams["weights"])
-        load_module(self.module, state)
