@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._files import WEIGHTS_FILE, package_version, read_weights, write_model_dir
 from .._logging import format_ids, logger
 from .._sdata import get_table
@@ -147,6 +148,7 @@ class Predictor(ABC):
         """Whether :meth:`fit` (or :meth:`load`) has run."""
         return self.genes is not None
 
+    @doc_params
     def fit(
         self,
         sdatas: SpatialData | Sequence[SpatialData],
@@ -162,8 +164,7 @@ class Predictor(ABC):
             The training sections; each needs every ``use_rep`` key and every gene of ``genes``.
         genes
             The gene panel to predict (targets are the log-normalised ``X``).
-        table_key
-            Name of the table of spots.
+        {table_key}
         """
         from spatialdata import SpatialData
 

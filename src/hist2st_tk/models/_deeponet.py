@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import format_ids, logger
 from ._base import register_method
 from ._schema import axis_length, check_shapes
@@ -248,6 +249,7 @@ class DeepONetPredictor(TorchPredictor):
             return {f"{key}_score": probability[:, 1] / probability.sum(axis=1)}
         return {f"{key}_predicted": np.asarray(classes, dtype=object)[logits.argmax(axis=1)]}
 
+    @doc_params
     def predict_genes(self, sdata, *, genes: Sequence[str], table_key: str = TABLE_KEY) -> pd.DataFrame:
         """Predicted log-normalised expression of some of the training genes only (the trunk evaluated on
         them alone), spots x ``genes``. Writes nothing.
@@ -258,8 +260,7 @@ class DeepONetPredictor(TorchPredictor):
             The section, with the features the model reads.
         genes
             Genes of the training panel (``model.genes``); the trunk knows no others.
-        table_key
-            Name of the table of spots.
+        {table_key}
         """
         from .._sdata import get_table
 

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._metrics import GENE_METRICS
 from .._sdata import get_table, predictions
 from .._validate import check_count
-from ._utils import METRIC_NAMES, check_save, cluster_palette, finish, metric_label, shared_docs, title_of
+from ._utils import METRIC_NAMES, check_save, cluster_palette, finish, metric_label, title_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,7 +28,7 @@ _LOWER_IS_BETTER = frozenset({"mae", "mse"})
 _TIDY_COLUMNS = ("metric", "value")
 
 
-@shared_docs
+@doc_params
 def gene_scores(
     data: SpatialData | pd.DataFrame | Any,
     *,
@@ -197,7 +198,7 @@ def _boxes(ax: Axes, rows: pd.DataFrame, groupby: str) -> None:
         ax.legend(handles=handles, fontsize=8, frameon=False)
 
 
-@shared_docs
+@doc_params
 def training_history(
     model_or_history: Any,
     *,

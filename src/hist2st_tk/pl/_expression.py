@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._metrics import pearson_columns
 from .._sdata import get_table, predictions, rows_to_spots
 from .._validate import check_count
@@ -21,7 +22,6 @@ from ._utils import (
     check_scale_bar,
     finish,
     observed,
-    shared_docs,
     title_of,
     unit_of,
 )
@@ -42,7 +42,7 @@ AUTHORS_LABELS = "region label (data authors')"
 REGION_KEY = "region_label"
 
 
-@shared_docs
+@doc_params
 def spatial_expression(
     sdata: SpatialData,
     genes: str | Sequence[str],
@@ -175,7 +175,7 @@ def _expression_unit(layer: str | None) -> str:
     )
 
 
-@shared_docs
+@doc_params
 def predicted_vs_observed(
     sdata: SpatialData,
     genes: str | Sequence[str],
@@ -260,7 +260,7 @@ def _shared_range(values: Sequence[pd.Series | np.ndarray]) -> tuple[float | Non
     return float(pooled.min()), float(pooled.max())
 
 
-@shared_docs
+@doc_params
 def tumor_map(
     sdata: SpatialData,
     *,

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import logger
 from .._sdata import get_table, image_levels, resolve_image_key, spots_key_of, values_per_spot
 from ._utils import (
@@ -19,7 +20,6 @@ from ._utils import (
     colour_range,
     finish,
     is_label,
-    shared_docs,
     title_of,
     unit_of,
     x_source,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
-@shared_docs
+@doc_params
 def spatial(
     sdata: SpatialData,
     color: str | Sequence[str],

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from .._docs import doc_params
 from .._validate import check_count
-from ._utils import check_save, cluster_palette, finish, shared_docs, title_of
+from ._utils import check_save, cluster_palette, finish, title_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 _GROUP = "_km_group"
 
 
-@shared_docs
+@doc_params
 def km(
     table: pd.DataFrame,
     *,

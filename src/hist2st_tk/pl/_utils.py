@@ -23,23 +23,6 @@ if TYPE_CHECKING:
 _NON_INTERACTIVE = frozenset({"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"})
 _SAVE_DPI = 120
 
-#: Docstring entries every plot shares; :func:`shared_docs` fills them in for ``{save_show}``.
-SAVE_SHOW_DOC = """save
-        Write the figure to this path (format from the suffix, PNG without one).
-    show
-        Show the figure; ``None``: unless matplotlib's backend cannot (e.g. ``Agg``)."""
-
-
-def shared_docs(function):
-    """Fill the parameter entries plots share into ``function``'s docstring (placeholders ``{save_show}``
-    and ``{scale_bar}``)."""
-    if function.__doc__:  # None under python -OO
-        function.__doc__ = function.__doc__.replace("{save_show}", SAVE_SHOW_DOC).replace(
-            "{scale_bar}", SCALE_BAR_DOC
-        )
-    return function
-
-
 def as_gene_list(genes: str | Sequence[str]) -> list[str]:
     """One gene or several as a non-empty list of names, each once."""
     names = [genes] if isinstance(genes, str) else list(dict.fromkeys(genes))
@@ -342,13 +325,6 @@ def is_label(name: str, values: pd.Series, labels: Sequence[str] = ()) -> bool:
 
 
 # -- scale bar ------------------------------------------------------------------------------------
-
-SCALE_BAR_DOC = """scale_bar
-        A scale bar on every image panel: ``True`` picks a round length (about a fifth of the panel's
-        width) when the image's microns per pixel are known (:func:`~hist2st_tk.io.set_mpp`; none is
-        drawn, and this is logged, when they are not); a number draws a bar of that many µm (which
-        needs them); ``False`` draws none."""
-
 
 def check_scale_bar(scale_bar: object) -> bool | float:
     """``scale_bar`` checked: a bool, or a positive, finite length in µm."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import logger
 from .._validate import check_count
 from ._features import _reader, _stain_transform
@@ -23,6 +24,7 @@ def _as_float(batch):
     return torch.stack(batch).float().div_(255.0)
 
 
+@doc_params
 def fit_autoencoder(
     sdatas: SpatialData | Sequence[SpatialData],
     path: str | Path,
@@ -61,8 +63,7 @@ def fit_autoencoder(
         Training settings (Adam, mean squared error; seeded, deterministic on the CPU).
     stain
         Apply each section's recorded stain normaliser (see :func:`image_features`).
-    table_key
-        Name of the table of spots.
+    {table_key}
     num_workers
         DataLoader workers reading patches.
     device

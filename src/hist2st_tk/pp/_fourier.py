@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import log_added
 from .._scale import get_mpp
 from .._sdata import get_table, resolve_image_key, section_image_key, spatial_coords, with_table
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@doc_params
 def fourier_coords(
     sdata: SpatialData,
     *,
@@ -57,8 +59,7 @@ def fourier_coords(
     image_key
         Image whose microns per pixel applies; by default the image of the section whose spots the
         table annotates (``"{sample}_he"``), or the only image.
-    table_key
-        Name of the table of spots.
+    {table_key}
     key_added
         ``obsm`` and ``uns`` key written.
     copy
@@ -131,6 +132,7 @@ def _check_seed(seed: int) -> int:
     return int(seed)
 
 
+@doc_params
 def fourier_features(
     sdata: SpatialData,
     *,
@@ -159,8 +161,7 @@ def fourier_features(
         Patches per batch.
     stain
         Apply the stain normaliser recorded by :func:`normalize_stain` (see :func:`image_features`).
-    table_key
-        Name of the table of spots.
+    {table_key}
     key_added
         ``obsm`` key written.
     progress

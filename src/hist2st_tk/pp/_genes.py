@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import format_ids, log_added
 from .._sdata import get_table
 from .._validate import check_count
@@ -21,6 +22,7 @@ GeneFlavor = Literal["top_mean", "top_var", "list"]
 GENE_FLAVORS: tuple[str, ...] = ("top_mean", "top_var", "list")
 
 
+@doc_params
 def select_genes(
     sdatas: SpatialData | Sequence[SpatialData],
     *,
@@ -53,8 +55,7 @@ def select_genes(
         Ties are broken by gene name, so the panel is deterministic.
     genes
         The panel for ``flavor="list"``; required by, and only allowed with, that flavor.
-    table_key
-        Name of the table of spots.
+    {table_key}
     layer
         Layer of the table to take expression from; by default ``X`` (log-normalised expression).
         Must exist in every training section.

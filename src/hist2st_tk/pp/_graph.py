@@ -8,6 +8,7 @@ import warnings
 from typing import TYPE_CHECKING, Literal
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import log_added
 from .._scale import get_mpp
 from .._sdata import get_table, section_image_key, spatial_coords, with_table
@@ -21,6 +22,7 @@ GraphMethod = Literal["knn", "radius", "grid"]
 GRAPH_METHODS: tuple[str, ...] = ("knn", "radius", "grid")
 
 
+@doc_params
 def spatial_graph(
     sdata: SpatialData,
     *,
@@ -55,8 +57,7 @@ def spatial_graph(
         Not used by ``"radius"``.
     radius_um
         Neighbourhood radius in microns; required by, and only allowed with, ``method="radius"``.
-    table_key
-        Name of the table of spots.
+    {table_key}
     key_added
         Prefix of the keys written (squidpy's ``key_added``).
     copy

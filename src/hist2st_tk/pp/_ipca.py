@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import format_ids, log_added, logger
 from .._sdata import get_table
 from .._validate import check_count
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@doc_params
 def ipca(
     sdatas: SpatialData | Sequence[SpatialData],
     *,
@@ -63,8 +65,7 @@ def ipca(
         ``n_comps`` rows per batch), so batches may reach ``batch_size + n_comps - 1`` rows.
     whiten
         Scale the components to unit variance (scikit-learn's ``whiten``). Ignored with ``model=``.
-    table_key
-        Name of the table of spots.
+    {table_key}
     key_added
         ``obsm`` and ``uns`` key written; by default ``f"{use_rep}_ipca"``.
 

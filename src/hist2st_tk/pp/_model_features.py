@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import logger
 from .._sdata import get_table
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from ..models import Predictor
 
 
+@doc_params
 def model_features(
     sdata: SpatialData,
     model: Predictor | None = None,
@@ -41,8 +43,7 @@ def model_features(
         (:func:`hist2st_tk.models.default_model`).
     batch_size, num_workers, device, progress
         Passed to :func:`image_features`.
-    table_key
-        Name of the table of spots.
+    {table_key}
 
     Returns
     -------

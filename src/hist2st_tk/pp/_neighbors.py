@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import log_added
 from .._sdata import get_table
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@doc_params
 def aggregate_neighbors(
     sdata: SpatialData,
     *,
@@ -33,8 +35,7 @@ def aggregate_neighbors(
         ``obsm`` key of the features, e.g. ``"X_lite0"``.
     connectivity_key
         ``obsp`` key of the graph.
-    table_key
-        Name of the table of spots.
+    {table_key}
     key_added
         ``obsm`` key written; by default ``f"{use_rep}_nbr"``.
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import logger
 from .._scale import check_mpp, get_mpp, set_mpp
 from .._sdata import (
@@ -87,6 +88,7 @@ def resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
 
 
+@doc_params
 def perturb(
     sdata: SpatialData,
     *,
@@ -120,8 +122,7 @@ def perturb(
         Strength of a HED stain jitter (:func:`hed_factors`; 0.05 is mild, 0.2 strong).
     seed
         Seed of the stain jitter's factors.
-    table_key
-        Name of the table of spots.
+    {table_key}
     image_key
         The image to degrade; by default the section's image.
 

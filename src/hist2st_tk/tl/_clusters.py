@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import log_added, logger
 from .._sdata import get_table
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 UNS_KEY = "cluster_agreement"
 
 
+@doc_params
 def cluster_agreement(
     sdata: SpatialData,
     cluster_key: str,
@@ -37,8 +39,7 @@ def cluster_agreement(
         ``obs`` column of clusters, e.g. ``"leiden"``.
     label_key
         ``obs`` column of annotations, e.g. HER2ST's ``"region_label"``.
-    table_key
-        Name of the table of spots.
+    {table_key}
 
     Returns
     -------

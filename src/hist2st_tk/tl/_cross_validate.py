@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import logger
 from .._metrics import GENE_METRICS, score_expression, tumor_auc
 from .._protocols import PANELS, protocol_folds
@@ -67,6 +68,7 @@ def _fold_panels(tables, panels: Mapping[str, tuple[str, int]], table_key: str) 
     }
 
 
+@doc_params
 def cross_validate(
     sdatas: Mapping[str, SpatialData] | Sequence[SpatialData],
     *,
@@ -103,8 +105,7 @@ def cross_validate(
         Seed of every fit.
     label_key
         Boolean ``obs`` column that a predicted ``tumor_score`` is scored against.
-    table_key
-        Name of the table of spots.
+    {table_key}
     **hparams
         Hyper-parameters of the method.
 

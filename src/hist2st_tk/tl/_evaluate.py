@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import log_added
 from .._metrics import GENE_METRICS, score_expression
 from .._sdata import get_table, predictions
@@ -15,6 +16,7 @@ from ._regions import tumor_score_auc
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
+@doc_params
 def evaluate(
     sdata: SpatialData,
     *,
@@ -37,8 +39,7 @@ def evaluate(
     label_key
         Also score ``obs["tumor_score"]`` (see :func:`tumor_regions`) against this boolean ``obs`` column
         of labels: ``tumor_auc`` in the summary (see :func:`tumor_score_auc`).
-    table_key
-        Name of the table of spots.
+    {table_key}
 
     Returns
     -------

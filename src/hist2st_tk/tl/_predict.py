@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import log_added, logger
 from .._sdata import get_table, written_by_prediction
 from ..models._novelty import FeatureNovelty
@@ -32,6 +33,7 @@ BLANK_STD = 2.0
 BLANK_CHECK_PX = 1024
 
 
+@doc_params
 def fit_predictor(
     sdatas: SpatialData | Sequence[SpatialData],
     *,
@@ -59,8 +61,7 @@ def fit_predictor(
         (``"X_lite0"`` for feature-based methods; ``stnet`` reads the image and takes none).
     seed
         Seed of every random choice of the fit.
-    table_key
-        Name of the table of spots.
+    {table_key}
     **hparams
         Hyper-parameters of the method (see its class in :mod:`hist2st_tk.models`).
 
@@ -105,6 +106,7 @@ def _marked_panel(tables, table_key: str) -> pd.Index:
     return pd.Index(panel, dtype=object)
 
 
+@doc_params
 def predict_expression(
     sdata: SpatialData,
     model: Predictor | str | Path | None = None,
@@ -137,8 +139,7 @@ def predict_expression(
         the call that makes them) and leaves the image unchecked.
     progress
         Show a progress bar while features are computed.
-    table_key
-        Name of the table of spots.
+    {table_key}
     **feature_options
         Passed to :func:`hist2st_tk.pp.model_features` (``batch_size``, ``num_workers``, ``device``).
 

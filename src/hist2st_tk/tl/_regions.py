@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import format_ids, log_added, logger
 from .._markers import NON_TUMOR_MARKERS, TUMOR_MARKERS
 from .._metrics import tumor_auc
@@ -92,6 +93,7 @@ class TumorClassifier:
         return self.pipeline.predict_proba(frame[self.genes].to_numpy(dtype=np.float64))[:, 1]
 
 
+@doc_params
 def fit_tumor_classifier(
     sdatas: SpatialData | Mapping[str, SpatialData] | Sequence[SpatialData],
     *,
@@ -116,8 +118,7 @@ def fit_tumor_classifier(
     genes
         Predicted genes to read, e.g. those also predicted in the sections to score; default: every gene
         predicted in all training sections.
-    table_key
-        Name of the table of spots.
+    {table_key}
 
     Returns
     -------
@@ -169,6 +170,7 @@ def _labels(obs: pd.DataFrame, label_key: str, name: str) -> pd.Series:
     return labels[labels.notna()].astype(bool)
 
 
+@doc_params
 def tumor_regions(
     sdata: SpatialData,
     *,
@@ -207,8 +209,7 @@ def tumor_regions(
     key_added
         Writes ``obs[f"{key_added}_score"]`` and ``obs[key_added]``; change it to keep labels already in
         ``obs["tumor"]`` (HER2ST's) for :func:`tumor_auc`.
-    table_key
-        Name of the table of spots.
+    {table_key}
 
     Returns
     -------
@@ -277,6 +278,7 @@ def _markers(signature) -> tuple[list[str], list[str]]:
     return list(signature), []
 
 
+@doc_params
 def tumor_score_auc(
     sdata: SpatialData,
     *,
@@ -294,8 +296,7 @@ def tumor_score_auc(
         Boolean ``obs`` column of true labels; spots with missing labels are left out.
     score_key
         The score's ``obs`` column.
-    table_key
-        Name of the table of spots.
+    {table_key}
 
     Returns
     -------
@@ -321,6 +322,7 @@ _MIN_SPOTS = 2  # a group needs two spots for a variance
 MIN_POOLED_UNITS = 3
 
 
+@doc_params
 def compare_regions(
     sdata_or_list: SpatialData | Mapping[str, SpatialData] | Sequence[SpatialData],
     *,
@@ -358,8 +360,7 @@ def compare_regions(
         Groups to compare with the reference; default: ``True`` for a boolean column, else every group.
     reference
         The group compared against; default: ``False`` for a boolean column, else ``"rest"`` (all other spots).
-    table_key
-        Name of the table of spots.
+    {table_key}
 
     Returns
     -------

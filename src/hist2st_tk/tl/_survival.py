@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY
+from .._docs import doc_params
 from .._logging import format_ids, logger
 from .._sdata import get_table, predictions
 from .._validate import check_count
@@ -25,6 +26,7 @@ AGGREGATES: tuple[str, ...] = ("mean", "topk", "tumor_mean")
 TUMOR_KEY = "tumor"
 
 
+@doc_params
 def survival_table(
     sdatas: SpatialData | Mapping[str, SpatialData] | Sequence[SpatialData],
     clinical: pd.DataFrame | None = None,
@@ -71,8 +73,7 @@ def survival_table(
     signatures
         Named gene sets, name -> genes: a column ``"{name}_score"`` with the mean of the set's predicted
         genes per spot, aggregated like the genes (genes not predicted are skipped and logged).
-    table_key
-        Name of the table of spots.
+    {table_key}
 
     Returns
     -------
