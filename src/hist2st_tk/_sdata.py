@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy as _copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -256,3 +256,20 @@ def patients(sections: Mapping[str, SpatialData], table_key: str = TABLE_KEY) ->
         obs = get_table(sd, table_key).obs
         patients[name] = str(obs["patient"].iloc[0]) if "patient" in obs and len(obs) else name
     return patients
+
+
+def section_list(value, what: str) -> list[SpatialData]:
+    """``value`` (a SpatialData or a sequence of them) as a list, or a TypeError naming the argument ``what``."""
+    from spatialdata import SpatialData
+
+    if isinstance(value, SpatialData):
+        return [value]
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        msg = f"`{what}` must be a SpatialData or a sequence of them, not {type(value).__name__}."
+        raise TypeError(msg)
+    sections = list(value)
+    wrong = [type(s).__name__ for s in sections if not isinstance(s, SpatialData)]
+    if wrong:
+        msg = f"`{what}` must hold SpatialData objects only; got {wrong[:3]}."
+        raise TypeError(msg)
+    return sections

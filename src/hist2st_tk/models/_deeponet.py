@@ -152,14 +152,14 @@ class DeepONetPredictor(TorchPredictor):
 
     # -- fit --------------------------------------------------------------------------------------------
     def _fit(self, features, targets, sections, obs) -> None:
-        from ..pp._ipca import _fit as fit_ipca
+        from ..pp._ipca import fit_incremental_pca
 
         held = validation_section(self.hparams["validation"], len(sections), self.seed)
         fit_on = [f for i, f in enumerate(features) if i != held]
         self._pca, start = [], 0
         for width in self._widths():  # one PCA per modality, on the training spots only
             block = [f.features[:, start : start + width] for f in fit_on]
-            model = fit_ipca(
+            model = fit_incremental_pca(
                 block, n_comps=self.hparams["n_components"], n_features=width, batch_size=1024, whiten=False
             )
             self._pca.append((model.mean_.astype(np.float32), model.components_.astype(np.float32)))

@@ -11,7 +11,7 @@ import pandas as pd
 from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._logging import format_ids, log_added
-from .._sdata import get_table
+from .._sdata import get_table, section_list
 from .._validate import check_count
 
 if TYPE_CHECKING:
@@ -85,8 +85,8 @@ def select_genes(
     >>> int(test["table"].var["hist2st_genes"].sum())
     5
     """
-    train = _as_sections(sdatas, "sdatas")
-    others = [] if apply_to is None else _as_sections(apply_to, "apply_to")
+    train = section_list(sdatas, "sdatas")
+    others = [] if apply_to is None else section_list(apply_to, "apply_to")
     train_tables = [get_table(sdata, table_key) for sdata in train]
     other_tables = [get_table(sdata, table_key) for sdata in others]
     panel = gene_panel(
@@ -173,22 +173,6 @@ def gene_panel(
     values = _pooled_statistic(train_tables, eligible, layer=layer, flavor=flavor)
     order = np.lexsort((eligible.to_numpy(dtype=str), -values))
     return pd.Index(eligible[order[:n_genes]], dtype=object)
-
-
-def _as_sections(value, what: str) -> list[SpatialData]:
-    from spatialdata import SpatialData
-
-    if isinstance(value, SpatialData):
-        return [value]
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        msg = f"`{what}` must be a SpatialData or a sequence of them, not {type(value).__name__}."
-        raise TypeError(msg)
-    sections = list(value)
-    wrong = [type(s).__name__ for s in sections if not isinstance(s, SpatialData)]
-    if wrong:
-        msg = f"`{what}` must hold SpatialData objects only; got {wrong[:3]}."
-        raise TypeError(msg)
-    return sections
 
 
 def _check_gene_list(genes) -> pd.Index:

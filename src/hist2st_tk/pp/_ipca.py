@@ -12,9 +12,8 @@ import pandas as pd
 from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._logging import format_ids, log_added, logger
-from .._sdata import get_table
+from .._sdata import get_table, section_list
 from .._validate import check_count
-from ._genes import _as_sections
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -94,7 +93,7 @@ def ipca(
     >>> train[1]["table"].obsm["X_demo_ipca"].shape
     (36, 5)
     """
-    sections = _as_sections(sdatas, "sdatas")
+    sections = section_list(sdatas, "sdatas")
     if not sections:
         msg = "`sdatas` is empty; pass at least one section."
         raise ValueError(msg)
@@ -112,7 +111,7 @@ def ipca(
     if model is None:
         fit_indices = _fit_indices(fit_on, sections, tables, labels)
         fitted_on = _sample_names([tables[i] for i in fit_indices], fit_indices)
-        model = _fit(
+        model = fit_incremental_pca(
             [features[i] for i in fit_indices],
             n_comps=n_comps,
             n_features=n_features,
@@ -264,9 +263,10 @@ def _fit_indices(
     return sorted(chosen)
 
 
-def _fit(
+def fit_incremental_pca(
     arrays: list[np.ndarray], *, n_comps: int, n_features: int, batch_size: int, whiten: bool
 ) -> IncrementalPCA:
+    """An incremental PCA fitted batch by batch over the rows of ``arrays`` (never stacked in memory)."""
     from sklearn.decomposition import IncrementalPCA
 
     n_rows = sum(len(x) for x in arrays)
