@@ -72,8 +72,8 @@ def test_missing_features_name_the_call_that_makes_them(model):
 
 
 def test_default_model_is_shipped_with_its_card():
+    from hist2st_tk._markers import NON_TUMOR_MARKERS, TUMOR_MARKERS
     from hist2st_tk.models._default import DEFAULT_MODEL_DIR
-    from hist2st_tk.tl._regions import NON_TUMOR_MARKERS, TUMOR_MARKERS
 
     model = ht.models.default_model()
     assert model.method == "ridge" and len(model.genes) > 250 and "ERBB2" in model.genes

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 import hist2st_tk as ht
-from hist2st_tk.tl._regions import COMPARE_COLUMNS
+from hist2st_tk._markers import NON_TUMOR_MARKERS, TUMOR_MARKERS
+from hist2st_tk.tl._compare import COMPARE_COLUMNS
 
 KEY = "predicted_test"
 
@@ -223,7 +224,7 @@ def test_signature_on_her2st_labels(her2st):
     source = her2st("B4")  # shared by the session: work on a copy of its table
     sdata = SpatialData(shapes=dict(source.shapes), tables={"table": source["table"].copy()})
     table = sdata["table"]
-    markers = [g for g in (*ht.tl._regions.TUMOR_MARKERS, *ht.tl._regions.NON_TUMOR_MARKERS) if g in table.var_names]
+    markers = [g for g in (*TUMOR_MARKERS, *NON_TUMOR_MARKERS) if g in table.var_names]
     table.obsm["predicted_measured"] = table[:, markers].to_df()
     table.obs["truth"] = table.obs["tumor"]
     ht.tl.tumor_regions(sdata)

@@ -273,3 +273,8 @@ def section_list(value, what: str) -> list[SpatialData]:
         msg = f"`{what}` must hold SpatialData objects only; got {wrong[:3]}."
         raise TypeError(msg)
     return sections
+
+
+def common_genes(frames: Sequence[pd.DataFrame]) -> list[str]:
+    """Genes (columns) present in every frame, in the first frame's order."""
+    return [g for g in frames[0].columns if all(g in f.columns for f in frames[1:])]

@@ -11,7 +11,7 @@ from .._docs import doc_params
 from .._logging import log_added
 from .._metrics import GENE_METRICS, score_expression
 from .._sdata import get_table, predictions
-from ._regions import tumor_score_auc
+from ._tumor import tumor_score_auc
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData

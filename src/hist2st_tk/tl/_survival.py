@@ -15,9 +15,8 @@ import pandas as pd
 from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._logging import format_ids, logger
-from .._sdata import get_table, predictions
+from .._sdata import common_genes, get_table, predictions
 from .._validate import check_count
-from ._regions import common_genes
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
