@@ -155,3 +155,16 @@ def test_her2st_sections_as_pseudo_patients(her2st):
     result = ht.tl.cox(joined, covariates=["ERBB2"], penalizer=1.0, n_splits=2, n_bootstrap=20)
     assert result.n == 6 and result.n_events == 5 and np.isfinite(result.cindex_oof)
     assert list(result.oof_risk.index) == list(table.index)
+
+
+def test_time_col_is_a_deprecated_name_of_duration_col():
+    import hist2st_tk as ht
+
+    sdata = ht.datasets.synthetic(n_spots=16, n_genes=4, seed=0, sample="s1", patient="p1")
+    sdata["table"].obsm["predicted_ridge"] = sdata["table"].to_df().copy()
+    clinical = pd.DataFrame({"patient": ["p1"], "months": [12.0], "event": [1]})
+    with pytest.warns(FutureWarning, match="`time_col` is deprecated; pass `duration_col`"):
+        old = ht.tl.survival_table(sdata, clinical, time_col="months")
+    new = ht.tl.survival_table(sdata, clinical, duration_col="months")
+    pd.testing.assert_frame_equal(old, new)
+    assert new.loc["p1", "months"] == 12.0

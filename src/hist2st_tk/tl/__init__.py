@@ -5,11 +5,12 @@ from __future__ import annotations
 from ._clusters import cluster_agreement
 from ._cohort import predict_cohort
 from ._compare import compare_regions
+from ._cox import CoxResult, cox
 from ._cross_validate import CrossValidation, cross_validate
 from ._evaluate import evaluate
+from ._patients import survival_table, write_survival_table
 from ._predict import fit_predictor, predict_expression, warn_if_unsuitable
 from ._slide import predict_slide
-from ._survival import CoxResult, cox, survival_table, write_survival_table
 from ._tumor import TumorClassifier, fit_tumor_classifier, tumor_regions, tumor_score_auc
 
 __all__ = [

@@ -347,7 +347,7 @@ def _write_patients(report: pd.DataFrame, out: Path, *, key: str) -> None:
     """The patient-level table of the slides with predictions, via ``survival_table``."""
     from spatialdata import read_zarr
 
-    from ._survival import survival_table, write_survival_table
+    from ._patients import survival_table, write_survival_table
 
     finished = report[report["status"].isin(["done", "already_done"]) & (report["n_tiles"] > 0)]
     if finished.empty:
