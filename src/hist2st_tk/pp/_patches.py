@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import COORDINATE_SYSTEM, TABLE_KEY
+from .._docs import doc_params
 from .._logging import log_added, logger
 from .._scale import get_mpp
 from .._sdata import get_table, image_levels, resolve_image_key, section_image_key, spot_centres
@@ -215,6 +216,7 @@ def add_patch_shapes(sdata: SpatialData, layout: PatchLayout) -> str:
     return key
 
 
+@doc_params
 def patches(
     sdata: SpatialData,
     *,
@@ -232,8 +234,7 @@ def patches(
         The section; its image needs a known microns per pixel (see :func:`hist2st_tk.io.get_mpp`).
     patch_um
         Edge of the square patches in microns, or several edges (one element per size).
-    table_key
-        Name of the table of spots.
+    {table_key}
     image_key
         The image the patches are cut from; by default the section's image.
 
@@ -409,10 +410,17 @@ class PatchDataset:
 
     def patch(self, index: int) -> np.ndarray:
         """The ``(out_px, out_px, 3)`` uint8 patch of spot number ``index``."""
+        return self.render(self.crop(index))
+
+    def crop(self, index: int) -> np.ndarray:
+        """The ``(size, size, 3)`` uint8 pixels of the level under the patch of spot number ``index``."""
+        x0, y0 = self.origins[index]
+        return self.reader.crop(int(x0), int(y0), self.size)
+
+    def render(self, crop: np.ndarray) -> np.ndarray:
+        """A ``(size, size, 3)`` crop resampled (and transformed) into the ``(out_px, out_px, 3)`` patch."""
         from PIL import Image
 
-        x0, y0 = self.origins[index]
-        crop = self.reader.crop(int(x0), int(y0), self.size)
         if self.render_px is not None:  # the working resolution: detail finer than it is dropped first
             crop = np.asarray(Image.fromarray(crop).resize((self.render_px, self.render_px), Image.BILINEAR))
         if crop.shape[0] != self.out_px:
@@ -425,3 +433,89 @@ class PatchDataset:
         import torch
 
         return torch.from_numpy(np.ascontiguousarray(self.patch(index).transpose(2, 0, 1)))
+
+
+class MultiScalePatchDataset:
+    """The patches of several sizes around each spot, read once per spot: a map-style torch dataset of
+    tuples of ``(3, out_px, out_px)`` uint8 tensors, one per dataset of ``datasets``.
+
+    Datasets that read the same pyramid level (the same :class:`ImageReader`) share one crop per spot,
+    the largest: each smaller crop is cut out of it at the same level pixels, so that it holds exactly
+    the pixels its dataset would have read (white past the image border included), and is then resampled
+    as that dataset does. Every patch therefore equals ``datasets[k].patch(index)``, bit for bit. A spot
+    whose crop does not lie inside the largest one, or whose largest crop cannot be decoded, is read by
+    each dataset itself.
+
+    Parameters
+    ----------
+    datasets
+        :class:`PatchDataset` of the same spots, e.g. one per patch size.
+    """
+
+    def __init__(self, datasets: Sequence[PatchDataset]):
+        self.datasets = list(datasets)
+        if not self.datasets or len({len(dataset) for dataset in self.datasets}) != 1:
+            msg = "MultiScalePatchDataset needs one or more datasets of the same spots."
+            raise ValueError(msg)
+        self.sources: list[int] = []  # per dataset: the dataset whose crop it is cut from
+        self.inside: list[np.ndarray] = []  # per dataset and spot: whether its crop lies inside that crop
+        for dataset in self.datasets:
+            group = [j for j, other in enumerate(self.datasets) if other.reader is dataset.reader]
+            source = max(group, key=lambda j: self.datasets[j].size)
+            offsets = dataset.origins - self.datasets[source].origins
+            self.sources.append(source)
+            self.inside.append(
+                ((offsets >= 0) & (offsets + dataset.size <= self.datasets[source].size)).all(axis=1)
+            )
+
+    def __len__(self) -> int:
+        return len(self.datasets[0])
+
+    def patches(self, index: int) -> list[np.ndarray]:
+        """The ``(out_px, out_px, 3)`` uint8 patches of spot number ``index``, one per dataset."""
+        shared: dict[int, np.ndarray | None] = {}
+        out = []
+        for dataset, source, inside in zip(self.datasets, self.sources, self.inside, strict=True):
+            big = None
+            if inside[index]:
+                if source not in shared:
+                    try:
+                        shared[source] = self.datasets[source].crop(index)
+                    except UnreadableImageError:  # a smaller crop may still be readable: each reads its own
+                        shared[source] = None
+                big = shared[source]
+            if big is None:
+                crop = dataset.crop(index)
+            else:
+                dx, dy = dataset.origins[index] - self.datasets[source].origins[index]
+                crop = np.ascontiguousarray(big[dy : dy + dataset.size, dx : dx + dataset.size])
+            out.append(dataset.render(crop))
+        return out
+
+    def __getitem__(self, index: int):
+        import torch
+
+        return tuple(
+            torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1))) for patch in self.patches(index)
+        )
+
+
+def load_readers(readers: Sequence[ImageReader]) -> list[ImageReader]:
+    """Decode the levels of several readers that fit in memory, sharing the work: levels of one lazily
+    read image (a JPEG, whose pyramid is computed from its one decoding) are computed together, so that
+    the file is decoded once, not once per level. Returns ``readers``, loaded."""
+    pending = [reader for reader in readers if reader.in_memory and reader._array is None]
+    arrays = [reader.level.data for reader in pending]
+    if len(pending) > 1 and all(hasattr(data, "compute") for data in arrays):
+        import dask
+
+        try:
+            computed = dask.compute(*arrays)
+        except Exception:  # decoder errors: each reader then loads on its own, falling back as it can
+            computed = None
+        if computed is not None:
+            for reader, array in zip(pending, computed, strict=True):
+                reader._array = np.asarray(array)
+    for reader in readers:
+        reader.load()
+    return list(readers)

@@ -149,7 +149,10 @@ def perturb(
     blur_um = None if blur_um is None else check_microns(blur_um, "blur_um")
     record: dict = {"source_mpp": source_mpp, "mpp": target_mpp}
 
-    rgb = np.asarray(image_levels(sdata.images[key])[0].data).transpose(1, 2, 0)
+    level = image_levels(sdata.images[key])[0]
+    # decoding and resampling a whole scan takes a while: say so before
+    logger.info("perturbing %s (%d x %d px): decoding the image", key, level.shape[-1], level.shape[-2])
+    rgb = np.asarray(level.data).transpose(1, 2, 0)
     source_shape = rgb.shape[:2]
     if stain_jitter is not None:
         alpha, beta = hed_factors(stain_jitter, seed=seed)
