@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._constants import ATTRS_KEY, COORDINATE_SYSTEM, image_key
+from .._image import PAD_VALUE, UnreadableImageError
 from .._logging import logger
 from .._scale import check_mpp, set_mpp
 from ._elements import IMAGE_CHUNK, check_file, check_sample_name
@@ -167,7 +168,7 @@ class SlideLevel:
     """One level of a slide as a ``(3, y, x)`` array-like over tiffslide's zarr ``(y, x, s)`` array.
 
     A region that cannot be decoded whole is read again tile by tile of the slide file; it then raises
-    :class:`~hist2st_tk.pp._patches.UnreadableImageError` carrying the tiles that could be decoded and the
+    :class:`~hist2st_tk._image.UnreadableImageError` carrying the tiles that could be decoded and the
     mask of those that could not, so that a corrupted tile costs only the patches that touch it.
     Alpha, when there is one, is dropped.
     """
@@ -186,7 +187,6 @@ class SlideLevel:
             return self.array[ys, xs, :3].transpose(2, 0, 1)[channels]
         except Exception as err:  # decoders raise many types; the tile-by-tile pass tells which tiles are bad
             pixels, bad = self._salvage(ys, xs)
-            from ..pp._patches import UnreadableImageError
 
             msg = f"{int(bad.sum())} px around y={ys.start}, x={xs.start} cannot be decoded: {err}"
             raise UnreadableImageError(msg, pixels=pixels[channels], bad=bad) from err
@@ -195,7 +195,6 @@ class SlideLevel:
         """The region read tile by tile: white where a tile fails, and the mask of those pixels."""
         import numpy as np
 
-        from ..pp._patches import PAD_VALUE
 
         pixels = np.full((3, ys.stop - ys.start, xs.stop - xs.start), PAD_VALUE, dtype=self.dtype)
         bad = np.zeros(pixels.shape[1:], dtype=bool)

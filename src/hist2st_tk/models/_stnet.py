@@ -97,13 +97,13 @@ class STNetPredictor(TorchPredictor):
 
     def _section_inputs(self, sdata, table, table_key: str, *, recorded: dict):
         from ..encoders import get_encoder_spec
-        from ..pp._features import _reader, _stain_transform
+        from ..pp._features import patch_reader, stain_transform
         from ..pp._patches import PatchDataset, patch_layout
 
         spec = get_encoder_spec(self.hparams["encoder"])
         layout = patch_layout(sdata, self.hparams["patch_um"], input_px=spec.input_px, table_key=table_key)
-        transform = _stain_transform(sdata, layout.image_key, stain=None)
-        return PatchDataset(layout, _reader(sdata, layout), out_px=spec.input_px, transform=transform)
+        transform = stain_transform(sdata, layout.image_key, stain=None)
+        return PatchDataset(layout, patch_reader(sdata, layout), out_px=spec.input_px, transform=transform)
 
     # -- hooks of TorchPredictor: patches in, only the targets standardised ------------------------
     def build_module(self, n_features: int, n_genes: int):

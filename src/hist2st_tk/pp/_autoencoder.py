@@ -10,7 +10,7 @@ from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._logging import logger
 from .._validate import check_count
-from ._features import _reader, _stain_transform
+from ._features import patch_reader, stain_transform
 from ._patches import PatchDataset, check_patch_um, patch_layout
 
 if TYPE_CHECKING:
@@ -101,8 +101,8 @@ def fit_autoencoder(
     datasets, provenance = [], []
     for sdata in sections:
         layout = patch_layout(sdata, patch_um, input_px=tile_px, table_key=table_key)
-        transform = _stain_transform(sdata, layout.image_key, stain=stain)
-        datasets.append(PatchDataset(layout, _reader(sdata, layout), out_px=tile_px, transform=transform))
+        transform = stain_transform(sdata, layout.image_key, stain=stain)
+        datasets.append(PatchDataset(layout, patch_reader(sdata, layout), out_px=tile_px, transform=transform))
         provenance.append({"image_key": layout.image_key, "mpp": layout.mpp, "spots": len(layout.spot_ids)})
     loader = DataLoader(
         ConcatDataset(datasets),

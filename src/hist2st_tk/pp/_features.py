@@ -145,7 +145,7 @@ def image_features(
         )
         for size in sizes
     ]
-    transform = _stain_transform(sdata, layouts[0].image_key, stain=stain)
+    transform = stain_transform(sdata, layouts[0].image_key, stain=stain)
     torch_device = _resolve_device(device)
     module = module.to(torch_device)
 
@@ -281,7 +281,7 @@ class _Single:
         return (self.dataset[index],)
 
 
-def _reader(sdata: SpatialData, layout: PatchLayout) -> ImageReader:
+def patch_reader(sdata: SpatialData, layout: PatchLayout) -> ImageReader:
     return _readers(sdata, [layout])[layout.level]
 
 
@@ -322,7 +322,7 @@ def _resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def _stain_transform(sdata: SpatialData, image_key: str, *, stain: bool | None):
+def stain_transform(sdata: SpatialData, image_key: str, *, stain: bool | None):
     recorded = sdata.attrs.get(ATTRS_KEY, {}).get("stain", {}).get(image_key)
     if stain is False or (stain is None and recorded is None):
         return None

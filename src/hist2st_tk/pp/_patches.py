@@ -21,6 +21,7 @@ import pandas as pd
 
 from .._constants import COORDINATE_SYSTEM, TABLE_KEY
 from .._docs import doc_params
+from .._image import PAD_VALUE, UnreadableImageError
 from .._logging import log_added, logger
 from .._scale import get_mpp
 from .._sdata import get_table, image_levels, resolve_image_key, section_image_key, spot_centres
@@ -32,24 +33,9 @@ if TYPE_CHECKING:
 
 #: Images up to this size are decoded once and cropped in memory; larger ones are read region by region.
 IN_MEMORY_MAX_BYTES = 2 * 1024**3
-#: Value of padding outside the image (white glass background).
-PAD_VALUE = 255
 #: Decoded chunks of a level read region by region are kept up to this size, least recently used dropped
 #: first: a row of 1024 px chunks across a 100,000 px wide slide is about 300 MB.
 BLOCK_CACHE_BYTES = 512 * 1024**2
-
-
-class UnreadableImageError(OSError):
-    """Pixels of an image region cannot be decoded (for example a corrupted tile of a slide file).
-
-    A reader that could decode part of the region passes it as ``pixels`` (``(c, h, w)``, white where it
-    failed) with ``bad``, the ``(h, w)`` mask of the pixels it could not decode.
-    """
-
-    def __init__(self, message: str, *, pixels: np.ndarray | None = None, bad: np.ndarray | None = None):
-        super().__init__(message)
-        self.pixels = pixels
-        self.bad = bad
 
 
 def check_patch_um(patch_um: float) -> float:

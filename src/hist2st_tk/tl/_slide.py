@@ -310,7 +310,7 @@ def _encode_rows(sdata, rows, specs: dict, *, table_key: str, options: dict, ski
 def _unreadable(sdata: SpatialData, rows, specs: dict, *, table_key: str) -> list[str]:
     """Ids of the tiles whose patch (at any of the model's patch sizes) cannot be decoded."""
     from ..encoders import get_encoder_spec
-    from ..pp._features import _reader
+    from ..pp._features import patch_reader
     from ..pp._patches import PatchDataset, UnreadableImageError, patch_layout
 
     sub = with_table(sdata, table_key, rows.copy())
@@ -320,7 +320,7 @@ def _unreadable(sdata: SpatialData, rows, specs: dict, *, table_key: str) -> lis
         layout = patch_layout(
             sub, spec["patch_um"], input_px=input_px, table_key=table_key, working_mpp=spec["working_mpp"]
         )
-        dataset = PatchDataset(layout, _reader(sub, layout), out_px=input_px)
+        dataset = PatchDataset(layout, patch_reader(sub, layout), out_px=input_px)
         for index, spot in enumerate(layout.spot_ids):
             try:
                 dataset.patch(index)
