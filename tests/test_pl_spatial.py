@@ -98,8 +98,9 @@ def test_spatial_titles_and_colour_bars_in_words(st_files):
         "haematoxylin fraction",
         "z-score",
     ]
-    # probabilities and novelties on the fixed scale 0-1, other values on their range
+    # probabilities and novelties on the fixed scale 0-1, z-scores on -3 to 3, other values on their range
     assert [ax.collections[0].get_clim() for ax in axes[1:3]] == [(0.0, 1.0), (0.0, 1.0)]
+    assert axes[4].collections[0].get_clim() == (-3.0, 3.0)
     assert axes[0].collections[0].get_clim()[1] == pytest.approx(table[:, "ERBB2"].X.max())
     plt.close(fig)
 

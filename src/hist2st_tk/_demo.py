@@ -253,7 +253,7 @@ def _figures(test: SpatialData, cv, out: Path) -> dict[str, str]:
         ),
         "expression_z.png": (
             "Predicted and measured expression as within-section z-scores (the pattern, not the level)",
-            lambda path: pl.spatial(test, zscores, ncols=2, save=path),
+            lambda path: pl.spatial(test, zscores, ncols=2, cmap="RdBu_r", save=path),
         ),
         "scatter.png": (
             "Predicted versus measured, per spot",

@@ -227,12 +227,18 @@ def unit_of(key: str, *, gene: bool, layer: str | None = None, table: ad.AnnData
 _UNIT_INTERVAL = frozenset({TUMOR_UNIT, SIGNATURE_UNIT, NOVELTY_UNIT})
 
 
+#: z-scores are drawn from -Z_LIMIT to Z_LIMIT (further ones at the ends), so that panels compare.
+Z_LIMIT = 3.0
+
+
 def colour_range(values: pd.Series, unit: str) -> tuple[float | None, float | None]:
-    """``(0, 1)`` for probabilities, signature scores and novelties that lie in it, else ``(None, None)``
-    (the range of the values)."""
+    """``(0, 1)`` for probabilities, signature scores and novelties that lie in it, ``(-3, 3)`` for
+    z-scores, else ``(None, None)`` (the range of the values)."""
     finite = pd.to_numeric(values, errors="coerce").dropna()
     if unit in _UNIT_INTERVAL and len(finite) and finite.min() >= 0 and finite.max() <= 1:
         return 0.0, 1.0
+    if unit == Z_UNIT:
+        return -Z_LIMIT, Z_LIMIT
     return None, None
 
 
