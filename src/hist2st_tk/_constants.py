@@ -18,6 +18,16 @@ INSTANCE_KEY = "spot_id"
 COORDINATE_SYSTEM = "global"
 #: Key of this package's entry in ``SpatialData.attrs``.
 ATTRS_KEY = "hist2st_tk"
+#: ``obs`` columns of every section's table: the section (sample) and the patient it comes from.
+SAMPLE_KEY = "sample"
+PATIENT_KEY = "patient"
+#: ``obs`` column of tumor calls or labels (boolean), and of the predicted probability of tumor.
+TUMOR_KEY = "tumor"
+TUMOR_SCORE_KEY = "tumor_score"
+#: ``var`` column marking the gene panel (:func:`hist2st_tk.pp.select_genes`).
+GENES_KEY = "hist2st_genes"
+#: Predictions are ``obsm`` / ``layers`` / ``uns`` entries named ``predicted_{method}`` by default.
+PREDICTED_PREFIX = "predicted_"
 
 MppSource = Literal["st_grid", "visium_spot", "slide_metadata", "user"]
 MPP_SOURCES: tuple[str, ...] = ("st_grid", "visium_spot", "slide_metadata", "user")
@@ -27,6 +37,11 @@ ST_SPOT_DIAMETER_UM = 100.0
 ST_SPOT_PITCH_UM = 200.0
 #: 10x Visium: 55 um spots.
 VISIUM_SPOT_DIAMETER_UM = 55.0
+
+
+def predicted_key(method: str) -> str:
+    """Default name of the predictions of ``method``."""
+    return f"{PREDICTED_PREFIX}{method}"
 
 
 def image_key(sample: str) -> str:

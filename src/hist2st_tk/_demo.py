@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ._constants import TABLE_KEY
+from ._constants import SAMPLE_KEY, TABLE_KEY, TUMOR_SCORE_KEY
 from ._logging import logger
 from ._markdown import markdown_table
 from .datasets import HER2ST_SECTIONS
@@ -128,7 +128,7 @@ def run_demo(
     for name, sdata in data.items():  # every section's held-out predictions, for the pooled analyses
         sdata[TABLE_KEY].obsm["predicted_cv"] = cv.predictions[name][name]
     pooled = tl.compare_regions(data, groupby="tumor", key="predicted_cv")
-    patients = tl.survival_table(data, patient_key="sample", key="predicted_cv")
+    patients = tl.survival_table(data, patient_key=SAMPLE_KEY, key="predicted_cv")
     tl.write_survival_table(patients, out / "patients.csv")
     tl.write_survival_table(patients, out / "patients.parquet")
     clock.lap("leave-one-section-out predictions of every section, pooled comparison, patient table")
@@ -366,7 +366,7 @@ def _is_number(values: pd.Series) -> bool:
 def _tumor_scores_by_region(obs: pd.DataFrame) -> pd.DataFrame:
     """The demo's two tumor scores (those the section has) per HER2ST region of the test section."""
     scored = {
-        "tumor head score (tumor map)": "tumor_score",
+        "tumor head score (tumor map)": TUMOR_SCORE_KEY,
         "marker signature score": "tumor_predicted_score",
     }
     return region_scores(obs, {title: column for title, column in scored.items() if column in obs})

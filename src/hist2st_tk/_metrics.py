@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ._constants import TUMOR_SCORE_KEY
+
 
 def pearson_columns(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """Pearson correlation of each column (gene) of ``predicted`` with the same column of ``observed``.
@@ -59,14 +61,14 @@ def tumor_auc(obs: pd.DataFrame, annotations: pd.DataFrame, label_key: str = "tu
     """AUC of ``annotations["tumor_score"]`` against the boolean ``obs[label_key]`` (NaN without both classes)."""
     from sklearn.metrics import roc_auc_score
 
-    if "tumor_score" not in annotations or label_key not in obs:
+    if TUMOR_SCORE_KEY not in annotations or label_key not in obs:
         return float("nan")
     labels = obs[label_key].astype("boolean")
     known = labels.notna().to_numpy()
     truth = labels[known].to_numpy(dtype=bool)
     if truth.all() or not truth.any():
         return float("nan")
-    return float(roc_auc_score(truth, annotations["tumor_score"].to_numpy()[known]))
+    return float(roc_auc_score(truth, annotations[TUMOR_SCORE_KEY].to_numpy()[known]))
 
 
 def score_expression(

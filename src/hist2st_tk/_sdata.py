@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ._constants import TABLE_KEY, image_key, spots_key
+from ._constants import PATIENT_KEY, PREDICTED_PREFIX, SAMPLE_KEY, TABLE_KEY, image_key, spots_key
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -175,7 +175,6 @@ def with_table(sdata: SpatialData, table_key: str, table: ad.AnnData) -> Spatial
 
 
 #: Prefix of the predictions :func:`~hist2st_tk.tl.predict_expression` writes into ``obsm``.
-PREDICTED_PREFIX = "predicted_"
 
 
 def written_by_prediction(table: ad.AnnData, key: str) -> bool:
@@ -241,7 +240,7 @@ def named_sections(sdatas, table_key: str = TABLE_KEY) -> dict[str, SpatialData]
             msg = f"`sdatas` must hold SpatialData objects; item {i} is a {type(sd).__name__}."
             raise TypeError(msg)
         obs = get_table(sd, table_key).obs
-        name = str(obs["sample"].iloc[0]) if "sample" in obs and len(obs) else f"section_{i}"
+        name = str(obs[SAMPLE_KEY].iloc[0]) if SAMPLE_KEY in obs and len(obs) else f"section_{i}"
         if name in sections:
             msg = f"Two sections are named {name!r} (obs['sample']); pass a dict name -> SpatialData."
             raise ValueError(msg)
@@ -254,7 +253,7 @@ def patients(sections: Mapping[str, SpatialData], table_key: str = TABLE_KEY) ->
     patients = {}
     for name, sd in sections.items():
         obs = get_table(sd, table_key).obs
-        patients[name] = str(obs["patient"].iloc[0]) if "patient" in obs and len(obs) else name
+        patients[name] = str(obs[PATIENT_KEY].iloc[0]) if PATIENT_KEY in obs and len(obs) else name
     return patients
 
 
@@ -278,3 +277,10 @@ def section_list(value, what: str) -> list[SpatialData]:
 def common_genes(frames: Sequence[pd.DataFrame]) -> list[str]:
     """Genes (columns) present in every frame, in the first frame's order."""
     return [g for g in frames[0].columns if all(g in f.columns for f in frames[1:])]
+
+
+def sample_names(table: ad.AnnData) -> list[str]:
+    """The distinct ``obs["sample"]`` names of a table, in order of appearance; empty without the column."""
+    if SAMPLE_KEY not in table.obs.columns:
+        return []
+    return [str(s) for s in pd.unique(table.obs[SAMPLE_KEY].astype(str))]

@@ -14,7 +14,9 @@ from scipy import sparse
 from .._constants import (
     COORDINATE_SYSTEM,
     INSTANCE_KEY,
+    PATIENT_KEY,
     REGION_KEY,
+    SAMPLE_KEY,
     TABLE_KEY,
     MppSource,
     image_key,
@@ -172,8 +174,8 @@ def spots_table(
 
     counts = sparse.csr_matrix(counts, dtype=np.float32)
     obs = obs.copy()
-    obs["sample"] = pd.Categorical([sample] * len(obs))
-    obs["patient"] = pd.Categorical([patient] * len(obs))
+    obs[SAMPLE_KEY] = pd.Categorical([sample] * len(obs))
+    obs[PATIENT_KEY] = pd.Categorical([patient] * len(obs))
     obs[REGION_KEY] = pd.Categorical([spots_key(sample)] * len(obs))
     obs[INSTANCE_KEY] = np.asarray(spot_ids)
     table = ad.AnnData(X=counts.copy(), obs=obs, var=var.copy())

@@ -27,7 +27,7 @@ from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._files import WEIGHTS_FILE, package_version, read_weights, write_model_dir
 from .._logging import format_ids, logger
-from .._sdata import get_table
+from .._sdata import get_table, sample_names
 from ._novelty import PREFIX as NOVELTY_PREFIX
 from ._novelty import FeatureNovelty
 from ._schema import MODEL_JSON, check, hparams_spec, inputs_spec, kind_of, nonfinite_tensor
@@ -475,9 +475,8 @@ def _section_mpp(sdata: SpatialData, table) -> float | None:
 
 def section_name(table, index: int) -> str:
     """The ``obs["sample"]`` name of a section's table, or ``"section_{index}"`` without one."""
-    if "sample" in table.obs and table.obs["sample"].nunique() == 1:
-        return str(table.obs["sample"].iloc[0])
-    return f"section_{index}"
+    names = sample_names(table)
+    return names[0] if len(names) == 1 else f"section_{index}"
 
 
 def expression(table, genes: pd.Index, table_key: str = TABLE_KEY) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from .._constants import TUMOR_SCORE_KEY
 from ._base import register_method
 from ._torch import TRAINING_DEFAULTS, TorchPredictor
 
@@ -80,4 +81,4 @@ class MultiScalePredictor(TorchPredictor):
     def annotations(self, outputs) -> dict[str, np.ndarray]:
         if not self.history.get("tumor_labelled_spots", [0])[0]:
             return {}
-        return {"tumor_score": outputs["tumor"].sigmoid().numpy()}
+        return {TUMOR_SCORE_KEY: outputs["tumor"].sigmoid().numpy()}

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from .._constants import TUMOR_SCORE_KEY
 from ._base import Predictor, register_method
 from ._schema import axis_length, check_shapes
 
@@ -178,7 +179,7 @@ class RidgePredictor(Predictor):
             logit = scores @ a["tumor_coef"] + a["tumor_intercept"][0]
         else:
             return expression
-        return expression, {"tumor_score": 1 / (1 + np.exp(-logit))}
+        return expression, {TUMOR_SCORE_KEY: 1 / (1 + np.exp(-logit))}
 
     def _tensors(self):
         import torch

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._constants import TABLE_KEY
+from .._constants import TABLE_KEY, TUMOR_SCORE_KEY
 from .._docs import doc_params
 from .._metrics import pearson_columns
 from .._sdata import get_table, predictions, rows_to_spots
@@ -264,7 +264,7 @@ def _shared_range(values: Sequence[pd.Series | np.ndarray]) -> tuple[float | Non
 def tumor_map(
     sdata: SpatialData,
     *,
-    score_key: str = "tumor_score",
+    score_key: str = TUMOR_SCORE_KEY,
     label_key: str | None = "tumor",
     label_title: str | None = AUTHORS_LABELS,
     region_key: str | None = None,
@@ -411,7 +411,7 @@ def tumor_map(
         axes[0, 1].set_title(title_of(label_key))
         scored = table.obs[table.obs[score_key].notna()]
         auc = (
-            tumor_auc(scored, pd.DataFrame({"tumor_score": scored[score_key].to_numpy()}), label_key)
+            tumor_auc(scored, pd.DataFrame({TUMOR_SCORE_KEY: scored[score_key].to_numpy()}), label_key)
             if pd.api.types.is_bool_dtype(table.obs[label_key])
             else float("nan")
         )

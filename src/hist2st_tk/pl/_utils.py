@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .._constants import PREDICTED_PREFIX, TUMOR_SCORE_KEY
 from .._logging import format_ids
 
 if TYPE_CHECKING:
@@ -133,7 +134,6 @@ _TUMOR_REGIONS = "tumor_regions"  # the uns entry of tl.tumor_regions
 #: spots among the distances of held-out training sections.
 NOVELTY_UNIT = "novelty (quantile of training sections)"
 Z_UNIT = "z-score"
-_PREDICTED = "predicted_"
 #: Suffixes of ``obs`` columns with a known meaning (``ht.tl`` writes ``{key}_novelty`` and
 #: ``{key}_spot_pearson``; the demo ``{gene}_measured_z_score``): title (``None``: the key in words,
 #: with the unit in brackets) and colour-bar label.
@@ -144,7 +144,7 @@ _SUFFIXES = {
     "_z_score": (None, Z_UNIT),
 }
 #: ``obs`` columns whose colour-bar label is known.
-_OBS_UNITS = {"tumor_score": TUMOR_UNIT, "tissue_fraction": "fraction of the tile in tissue"}
+_OBS_UNITS = {TUMOR_SCORE_KEY: TUMOR_UNIT, "tissue_fraction": "fraction of the tile in tissue"}
 #: The per-gene metrics of ``ht.tl.evaluate`` in words.
 METRIC_NAMES = {
     "pearson": "Pearson's r",
@@ -193,8 +193,8 @@ def title_of(key: str) -> str:
                 return title
             if unit == Z_UNIT:
                 return f"{title_of(key[: -len(suffix)])} ({Z_UNIT})"
-    if key.startswith(_PREDICTED) and len(key) > len(_PREDICTED):
-        return f"predicted ({key[len(_PREDICTED) :]})"
+    if key.startswith(PREDICTED_PREFIX) and len(key) > len(PREDICTED_PREFIX):
+        return f"predicted ({key[len(PREDICTED_PREFIX) :]})"
     return key.replace("_", " ")
 
 
@@ -208,10 +208,10 @@ def unit_of(key: str, *, gene: bool, layer: str | None = None, table: ad.AnnData
     and ``*_zscore`` have known units; any other column is labelled by its name in words.
     """
     if gene:
-        if layer is None or str(layer).startswith(_PREDICTED):
+        if layer is None or str(layer).startswith(PREDICTED_PREFIX):
             return EXPRESSION_UNIT
         return "counts" if layer == "counts" else title_of(layer)
-    if key == "tumor_score" and table is not None:
+    if key == TUMOR_SCORE_KEY and table is not None:
         params = table.uns.get(_TUMOR_REGIONS, {}).get("params", {})
         if params.get("method") == "signature":
             return SIGNATURE_UNIT
@@ -245,7 +245,7 @@ def colour_range(values: pd.Series, unit: str) -> tuple[float | None, float | No
 def x_source(table: ad.AnnData) -> str:
     """What ``X`` holds: ``"X"`` (measured), or the predictions key of an H&E-only slide."""
     for key in table.uns:
-        if str(key).startswith(_PREDICTED) and not has_measured(table, str(key)):
+        if str(key).startswith(PREDICTED_PREFIX) and not has_measured(table, str(key)):
             return str(key)
     return "X"
 

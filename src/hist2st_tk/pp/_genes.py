@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from .._constants import TABLE_KEY
+from .._constants import GENES_KEY, SAMPLE_KEY, TABLE_KEY
 from .._docs import doc_params
 from .._logging import format_ids, log_added
-from .._sdata import get_table, section_list
+from .._sdata import get_table, sample_names, section_list
 from .._validate import check_count
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def select_genes(
     genes: Sequence[str] | None = None,
     table_key: str = TABLE_KEY,
     layer: str | None = None,
-    key_added: str = "hist2st_genes",
+    key_added: str = GENES_KEY,
     apply_to: SpatialData | Sequence[SpatialData] | None = None,
 ) -> pd.Index:
     """Choose the panel of target genes on the training sections and mark it in every section.
@@ -194,8 +194,8 @@ def _check_gene_list(genes) -> pd.Index:
 
 
 def _section_name(table: ad.AnnData, i: int | None, what: str) -> str:
-    if "sample" in table.obs.columns and table.n_obs:
-        names = pd.unique(table.obs["sample"].astype(str))
+    names = sample_names(table) if table.n_obs else []
+    if names:
         return ", ".join(names)
     return f"{what}[{i}]" if i is not None else "?"
 
@@ -203,13 +203,13 @@ def _section_name(table: ad.AnnData, i: int | None, what: str) -> str:
 def _sample_names(tables: list[ad.AnnData]) -> list[str]:
     names: list[str] = []
     for i, table in enumerate(tables):
-        if "sample" not in table.obs.columns:
+        if SAMPLE_KEY not in table.obs.columns:
             msg = (
                 f"The table of training section sdatas[{i}] has no obs['sample'] column naming the section; "
                 f"obs columns: {list(table.obs.columns)}."
             )
             raise KeyError(msg)
-        names.extend(n for n in pd.unique(table.obs["sample"].astype(str)) if n not in names)
+        names.extend(n for n in sample_names(table) if n not in names)
     return names
 
 

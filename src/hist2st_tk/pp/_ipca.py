@@ -12,7 +12,7 @@ import pandas as pd
 from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._logging import format_ids, log_added, logger
-from .._sdata import get_table, section_list
+from .._sdata import get_table, sample_names, section_list
 from .._validate import check_count
 
 if TYPE_CHECKING:
@@ -157,21 +157,15 @@ def _check_distinct(sections: list[SpatialData]) -> None:
         seen[id(sdata)] = i
 
 
-def _samples(table: ad.AnnData) -> list[str]:
-    if "sample" not in table.obs.columns:
-        return []
-    return [str(s) for s in pd.unique(table.obs["sample"].astype(str))]
-
-
 def _label(table: ad.AnnData, i: int) -> str:
     """The section's sample name(s), or ``sdatas[i]`` when the table has no ``obs["sample"]``."""
-    return ", ".join(_samples(table)) or f"sdatas[{i}]"
+    return ", ".join(sample_names(table)) or f"sdatas[{i}]"
 
 
 def _sample_names(tables: list[ad.AnnData], indices: list[int]) -> list[str]:
     names: list[str] = []
     for table, i in zip(tables, indices, strict=True):
-        names.extend(n for n in (_samples(table) or [f"sdatas[{i}]"]) if n not in names)
+        names.extend(n for n in (sample_names(table) or [f"sdatas[{i}]"]) if n not in names)
     return names
 
 
@@ -230,7 +224,7 @@ def _fit_indices(
         msg = "`fit_on` is empty; pass the training sections (or None to fit on all of `sdatas`)."
         raise ValueError(msg)
     position = {id(sdata): i for i, sdata in enumerate(sections)}
-    samples = [set(_samples(table)) for table in tables]
+    samples = [set(sample_names(table)) for table in tables]
     chosen: set[int] = set()
     for item in items:
         if isinstance(item, SpatialData):

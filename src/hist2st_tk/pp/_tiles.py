@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .._constants import ATTRS_KEY, INSTANCE_KEY, REGION_KEY, TABLE_KEY
+from .._constants import ATTRS_KEY, INSTANCE_KEY, PATIENT_KEY, REGION_KEY, SAMPLE_KEY, TABLE_KEY
 from .._logging import log_added, logger
 from .._scale import get_mpp
 from .._sdata import image_levels, resolve_image_key
@@ -217,8 +217,8 @@ def _tiles_table(
 
     obs = pd.DataFrame(
         {
-            "sample": pd.Categorical([sample] * len(ids)),
-            "patient": pd.Categorical([patient] * len(ids)),
+            SAMPLE_KEY: pd.Categorical([sample] * len(ids)),
+            PATIENT_KEY: pd.Categorical([patient] * len(ids)),
             "tissue_fraction": fraction.astype(np.float32),
             "array_x": cols.astype(np.int64),
             "array_y": rows.astype(np.int64),

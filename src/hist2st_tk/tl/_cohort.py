@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .._constants import TABLE_KEY
+from .._constants import PATIENT_KEY, TABLE_KEY, predicted_key
 from .._files import atomic_write
 from .._logging import format_ids, logger
 from .._validate import check_count
@@ -161,7 +161,7 @@ def predict_cohort(
 
     report = pd.DataFrame(records, columns=list(REPORT_COLUMNS))
     atomic_write(out / REPORT_FILE, report.to_csv(index=False).encode())
-    _write_patients(report, out, key=f"predicted_{checked.method}")
+    _write_patients(report, out, key=predicted_key(checked.method))
     counts = report["status"].value_counts().to_dict()
     logger.info("cohort of %d slides: %s; report in %s", len(report), counts, out / REPORT_FILE)
     return report
@@ -354,6 +354,6 @@ def _write_patients(report: pd.DataFrame, out: Path, *, key: str) -> None:
         logger.warning("No slide has predictions; %s is not written.", PATIENTS_FILE)
         return
     sdatas = [read_zarr(path) for path in finished["zarr"]]
-    table = survival_table(sdatas, clinical=None, patient_key="patient", key=key)
+    table = survival_table(sdatas, clinical=None, patient_key=PATIENT_KEY, key=key)
     write_survival_table(table, out / PATIENTS_FILE)
     logger.info("wrote the patients' table (%d patients) to %s", len(table), out / PATIENTS_FILE)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from .._constants import TABLE_KEY
+from .._constants import PATIENT_KEY, TABLE_KEY, TUMOR_KEY
 from .._docs import doc_params
 from .._files import atomic_write
 from .._logging import format_ids, logger
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 AGGREGATES: tuple[str, ...] = ("mean", "topk", "tumor_mean")
-TUMOR_KEY = "tumor"
 
 
 @doc_params
@@ -30,7 +29,7 @@ def survival_table(
     sdatas: SpatialData | Mapping[str, SpatialData] | Sequence[SpatialData],
     clinical: pd.DataFrame | None = None,
     *,
-    patient_key: str = "patient",
+    patient_key: str = PATIENT_KEY,
     key: str | None = None,
     aggregate: Literal["mean", "topk", "tumor_mean"] = "mean",
     genes: Sequence[str] | None = None,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._constants import TABLE_KEY
+from .._constants import GENES_KEY, TABLE_KEY, predicted_key
 from .._docs import doc_params
 from .._logging import log_added, logger
 from .._sdata import get_table, written_by_prediction
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
     from ..models import Predictor
 
-GENES_KEY = "hist2st_genes"
 #: Name of the novelty annotation of a predictor (written as ``obs[f"{key}_novelty"]``).
 NOVELTY = "novelty"
 #: Warn when more than this fraction of a section's spots are out of distribution.
@@ -166,7 +165,7 @@ def predict_expression(
     from ..pp._model_features import TableSnapshot
 
     model = resolve(model)
-    key = key_added or f"predicted_{model.method}"
+    key = key_added or predicted_key(model.method)
     table = get_table(sdata, table_key)
     _check_key_added(table, key, table_key)
     if compute_features:  # before any feature is computed (a caller that made them checked already)

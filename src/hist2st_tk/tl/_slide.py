@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._constants import TABLE_KEY
+from .._constants import TABLE_KEY, predicted_key
 from .._logging import format_ids, log_added, logger
 from .._sdata import get_table, instance_key, with_table
 from .._validate import check_count
@@ -165,7 +165,7 @@ def predict_slide(
         log_added(f"shapes[{key!r}]", (len(work.shapes[key]),))
     for key in [*specs, *context]:
         log_added(f"{table_key}.obsm[{key!r}]", result.obsm[key].shape)
-    pred_key = key_added or f"predicted_{model.method}"
+    pred_key = key_added or predicted_key(model.method)
     log_added(f"{table_key} predictions {pred_key!r} (X, obsm, uns)", predicted.shape)
     log_added(f"{table_key}.uns['predict_slide']")
     return predicted

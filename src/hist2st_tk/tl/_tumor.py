@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._constants import TABLE_KEY
+from .._constants import TABLE_KEY, TUMOR_SCORE_KEY
 from .._docs import doc_params
 from .._logging import format_ids, log_added, logger
 from .._markers import NON_TUMOR_MARKERS, TUMOR_MARKERS
@@ -278,7 +278,7 @@ def tumor_score_auc(
     sdata: SpatialData,
     *,
     label_key: str,
-    score_key: str = "tumor_score",
+    score_key: str = TUMOR_SCORE_KEY,
     table_key: str = TABLE_KEY,
 ) -> float:
     """AUC of a tumor score against a boolean label column (e.g. HER2ST's region labels).
@@ -303,4 +303,4 @@ def tumor_score_auc(
             msg = f"No obs[{column!r}] in table {table_key!r}; obs columns: {list(obs.columns)}."
             raise KeyError(msg)
     _labels(obs, label_key, table_key)  # a clear error for a non-boolean label column
-    return tumor_auc(obs, pd.DataFrame({"tumor_score": obs[score_key]}), label_key)
+    return tumor_auc(obs, pd.DataFrame({TUMOR_SCORE_KEY: obs[score_key]}), label_key)
