@@ -214,3 +214,26 @@ def test_cohort_predicts_every_slide_of_a_folder(slide_and_model, tmp_path, caps
     assert pd.read_csv(out / "patients.csv")["patient"].tolist() == ["s1", "s2"]
     assert main(["cohort", str(tmp_path / "cohort"), "--out", str(tmp_path / "again")]) == 1
     assert "No slide file (.svs, .tif, .tiff" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "function", "parameter"),
+    [
+        ("features", "--patch-um", "pp.image_features", "patch_um"),
+        ("features", "--workers", "pp.image_features", "num_workers"),
+        ("fit", "--genes", "tl.fit_predictor", "genes"),
+        ("slide", "--tile-um", "pp.tile_tissue", "tile_um"),
+        ("cohort", "--batch-tiles", "tl.predict_slide", "batch_tiles"),
+        ("cohort", "--workers", "tl.predict_cohort", "n_workers"),
+    ],
+)
+def test_command_line_defaults_are_the_functions(command, flag, function, parameter, capsys):
+    import inspect
+
+    namespace, name = function.split(".")
+    default = inspect.signature(getattr(getattr(ht, namespace), name)).parameters[parameter].default
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    shown = f"{default:g}" if isinstance(default, float) else str(default)
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert re.search(rf"{re.escape(flag)} \S+( \[\S+ \.\.\.\])? .*?\(default: {re.escape(shown)}\)", help_text)

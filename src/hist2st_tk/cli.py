@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 
 def _parser(extensions: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser:
@@ -90,8 +91,20 @@ def _add_read(commands) -> None:
             kind.add_argument("--patient", default=None, help="patient of the section (default: the sample)")
 
 
+def _option(parser, flag: str, function: Callable, parameter: str | None = None, *, help: str, **kwargs) -> None:
+    """Add ``flag`` with the default of ``function``'s ``parameter`` (by default the flag's name), so that the
+    command line and the API cannot disagree; the help names the default."""
+    default = inspect.signature(function).parameters[parameter or flag.lstrip("-").replace("-", "_")].default
+    if kwargs.get("nargs") == "+" and not isinstance(default, list):
+        default = [default]
+    shown = " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in (default if isinstance(default, list) else [default]))
+    parser.add_argument(flag, default=default, help=f"{help} (default: {shown})", **kwargs)
+
+
 def _add_steps(commands) -> None:
     """``features -> fit -> predict -> evaluate`` on ``.zarr`` sections, as the API does it in Python."""
+    from . import pp, tl
+
     features = commands.add_parser(
         "features",
         help="image features of the patch around each spot (ht.pp.image_features)",
@@ -104,16 +117,12 @@ def _add_steps(commands) -> None:
     features.add_argument(
         "sections", nargs="+", metavar="SECTION.zarr", help="SpatialData stores, updated in place"
     )
-    features.add_argument(
-        "--encoder", default="lite0", help="registered encoder or timm:<name> (default: lite0)"
-    )
-    features.add_argument(
-        "--patch-um", type=float, nargs="+", default=[112.0], help="patch edge(s) in microns (default: 112)"
-    )
+    _option(features, "--encoder", pp.image_features, help="registered encoder or timm:<name>")
+    _option(features, "--patch-um", pp.image_features, type=float, nargs="+", help="patch edge(s) in microns")
     features.add_argument("--weights", default=None, help="local weights file for the encoder")
-    features.add_argument("--batch-size", type=int, default=32, help="patches per batch (default: 32)")
-    features.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: 0)")
-    features.add_argument("--device", default="auto", help="torch device (default: auto)")
+    _option(features, "--batch-size", pp.image_features, type=int, help="patches per batch")
+    _option(features, "--workers", pp.image_features, "num_workers", type=int, help="DataLoader workers")
+    _option(features, "--device", pp.image_features, help="torch device")
 
     fit = commands.add_parser(
         "fit",
@@ -125,12 +134,10 @@ def _add_steps(commands) -> None:
     )
     fit.add_argument("sections", nargs="+", metavar="SECTION.zarr", help="training sections")
     fit.add_argument("--out", required=True, help="model directory to write")
-    fit.add_argument("--method", default="ridge", help="predictor method (default: ridge)")
-    fit.add_argument(
-        "--genes", type=int, default=250, help="panel: top-N mean expressed genes (default: 250)"
-    )
+    _option(fit, "--method", tl.fit_predictor, help="predictor method")
+    _option(fit, "--genes", tl.fit_predictor, type=int, help="panel: top-N mean expressed genes")
     fit.add_argument("--use-rep", nargs="+", default=None, help="obsm feature key(s) (default: the method's)")
-    fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _option(fit, "--seed", tl.fit_predictor, type=int, help="random seed")
     fit.add_argument(
         "--param", nargs="+", default=[], metavar="NAME=VALUE", help="hyper-parameters, e.g. max_epochs=10"
     )
@@ -171,6 +178,8 @@ def _add_steps(commands) -> None:
 
 def _add_slides(commands) -> None:
     """``slide`` and ``cohort``: H&E-only slides, tiled over their tissue and predicted in streamed batches."""
+    from . import pp, tl
+
     slide = commands.add_parser(
         "slide",
         help="predict expression on the tissue tiles of a whole slide (ht.pp.tile_tissue, ht.tl.predict_slide)",
@@ -198,15 +207,13 @@ def _add_slides(commands) -> None:
     cohort.add_argument("slides", nargs="+", help="slide files, or folders of slide files")
     cohort.add_argument("--out", required=True, help="folder of the results")
     cohort.add_argument("--mpp", type=float, default=None, help="microns per pixel of every slide")
-    cohort.add_argument("--workers", type=int, default=1, help="worker processes (default: 1, no dask)")
+    _option(cohort, "--workers", tl.predict_cohort, "n_workers", type=int, help="worker processes (1: no dask)")
     cohort.add_argument("--overwrite", action="store_true", help="redo slides whose store exists")
     for kind in (slide, cohort):
         kind.add_argument("--model", default=None, help="model directory (default: the shipped model)")
-        kind.add_argument("--tile-um", type=float, default=112.0, help="tile edge in microns (default: 112)")
-        kind.add_argument(
-            "--min-tissue", type=float, default=0.5, help="least tissue fraction of a tile (default: 0.5)"
-        )
-        kind.add_argument("--batch-tiles", type=int, default=4096, help="tiles per streamed batch (default: 4096)")
+        _option(kind, "--tile-um", pp.tile_tissue, type=float, help="tile edge in microns")
+        _option(kind, "--min-tissue", pp.tile_tissue, type=float, help="least tissue fraction of a tile")
+        _option(kind, "--batch-tiles", tl.predict_slide, type=int, help="tiles per streamed batch")
 
 
 def _run_step(args) -> None:
