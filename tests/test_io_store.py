@@ -194,3 +194,10 @@ def test_a_store_killed_at_any_point_of_an_update_is_old_or_new_and_whole(store,
         if code == 0:
             break
     assert outcomes == {"old", "new"}
+
+
+def test_write_zarr_says_what_it_writes_before_and_after(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="hist2st_tk"):
+        ht.io.write_zarr(ht.datasets.synthetic(n_spots=9, n_genes=4), tmp_path / "s.zarr")
+    messages = [r.getMessage() for r in caplog.records if "s.zarr" in r.getMessage()]
+    assert messages[0].startswith("writing ") and messages[-1].startswith("wrote ")

@@ -89,6 +89,7 @@ def write_zarr(sdata: SpatialData, path: str | Path, *, overwrite: bool = False)
         _check_replaceable(sdata, path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_path(path)
+    logger.info("writing %s (images are compressed level by level: large ones take a while)", path)
     try:
         with _quiet_zarr():
             sdata.write(staging, update_sdata_path=False)
