@@ -126,3 +126,18 @@ def test_sizes_of_one_encoder_are_made_in_one_multiscale_call(monkeypatch):
     ht.pp.image_features(by_hand, encoder="fft", patch_um=[50, 100], progress=False)
     for key in reps[:2]:
         np.testing.assert_array_equal(fresh["table"].obsm[key], by_hand["table"].obsm[key])
+
+
+def test_a_feature_recipe_as_plain_data_is_replayed_like_its_model(model):
+    recipe = model.feature_recipe
+    assert set(recipe) == {"method", "use_rep", "inputs"} and recipe["use_rep"] == list(model.use_rep)
+    recipe["inputs"]["X_handcrafted"]["patch_um"] = -1.0  # a copy: the model's own record is untouched
+    assert model.inputs["X_handcrafted"]["patch_um"] == 55.0
+    by_model = ht.datasets.synthetic(n_spots=36, n_genes=8, seed=1, sample="new")
+    by_recipe = ht.datasets.synthetic(n_spots=36, n_genes=8, seed=1, sample="new")
+    ht.pp.model_features(by_model, model, progress=False)
+    ht.pp.model_features(by_recipe, model.feature_recipe, progress=False)
+    for key in model.use_rep:
+        np.testing.assert_array_equal(by_model["table"].obsm[key], by_recipe["table"].obsm[key])
+    with pytest.raises(TypeError, match=r"its `feature_recipe`, or None for the default model; got \{'use_rep'"):
+        ht.pp.model_features(by_recipe, {"use_rep": ["X_handcrafted"]})

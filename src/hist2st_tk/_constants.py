@@ -6,6 +6,7 @@ a key is spelled in one place only.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 #: Name of the table that annotates the spots.
@@ -26,6 +27,8 @@ TUMOR_KEY = "tumor"
 TUMOR_SCORE_KEY = "tumor_score"
 #: ``var`` column marking the gene panel (:func:`hist2st_tk.pp.select_genes`).
 GENES_KEY = "hist2st_genes"
+#: The default model shipped inside the package: ``model.json``, ``weights.safetensors``, ``MODEL_CARD.md``.
+DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "default_her2st"
 #: Predictions are ``obsm`` / ``layers`` / ``uns`` entries named ``predicted_{method}`` by default.
 PREDICTED_PREFIX = "predicted_"
 

@@ -14,6 +14,7 @@ tensor against the recorded genes and input widths.
 
 from __future__ import annotations
 
+import copy
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -142,6 +143,12 @@ class Predictor(ABC):
         if not self.is_fitted:
             return 0
         return int(sum(t.numel() for t in self._tensors().values()))
+
+    @property
+    def feature_recipe(self) -> dict[str, Any]:
+        """How the features this predictor reads are made, as plain data: ``method``, ``use_rep`` and the
+        ``inputs`` record of each key (what :func:`hist2st_tk.pp.model_features` replays)."""
+        return {"method": self.method, "use_rep": list(self.use_rep), "inputs": copy.deepcopy(self.inputs)}
 
     @property
     def is_fitted(self) -> bool:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import anndata as ad
 
+from .._constants import DEFAULT_MODEL_DIR
 from .._markers import NON_TUMOR_MARKERS, TUMOR_MARKERS
 from ._base import Predictor
 
@@ -29,8 +30,6 @@ DEFAULT_RECIPE: dict = {
 #: Keys of a recipe that say how its training features are made, not how the predictor is fitted.
 FEATURE_OPTIONS = ("working_mpp", "augment_mpp")
 
-#: Where the shipped model lives: ``model.json``, ``weights.safetensors`` and ``MODEL_CARD.md``.
-DEFAULT_MODEL_DIR = Path(__file__).with_name("default_her2st")
 
 
 def default_model() -> Predictor:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from .._constants import TABLE_KEY
+from .._constants import DEFAULT_MODEL_DIR, TABLE_KEY
 from .._docs import doc_params
 from .._logging import logger
 from .._sdata import get_table
@@ -39,8 +41,8 @@ def model_features(
     sdata
         The section (its image needs a known microns per pixel).
     model
-        A fitted predictor; ``None``: the default model shipped with the package
-        (:func:`hist2st_tk.models.default_model`).
+        A fitted predictor, or its ``feature_recipe`` (plain data: ``method``, ``use_rep``, ``inputs``);
+        ``None``: the default model shipped with the package (its recipe is read from its ``model.json``).
     batch_size, num_workers, device, progress
         Passed to :func:`image_features`.
     {table_key}
@@ -52,12 +54,10 @@ def model_features(
     (``obsp["spatial_connectivities"]``, ``obsp["spatial_distances"]``, ``uns["spatial_neighbors"]``).
     Nothing is left behind when the call fails.
     """
-    from ..models import resolve
-
-    model = resolve(model)
+    recipe = feature_recipe(model)
     table = get_table(sdata, table_key)
-    recorded = model.inputs
-    missing = [key for key in model.use_rep if key not in table.obsm]
+    recorded = recipe["inputs"]
+    missing = [key for key in recipe["use_rep"] if key not in table.obsm]
     unknown = [key for key in missing if not recorded.get(key, {}).get("encoder")]
     if unknown:
         msg = (
@@ -83,8 +83,26 @@ def model_features(
         snapshot.restore()
         raise
     if not missing:
-        logger.info("the section already has every feature the %s model reads", model.method)
+        logger.info("the section already has every feature the %s model reads", recipe["method"])
     return [*images, *contexts]
+
+
+def feature_recipe(model: Predictor | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The feature recipe of ``model`` (see :func:`model_features`), checked to name ``use_rep`` and ``inputs``."""
+    if model is None:
+        config = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
+        return {"method": config["method"], "use_rep": config["use_rep"], "inputs": config["inputs"]}
+    recipe = getattr(model, "feature_recipe", model)
+    if not isinstance(recipe, Mapping) or not {"use_rep", "inputs"} <= set(recipe):
+        msg = (
+            "`model` must be a fitted predictor (ht.tl.fit_predictor or ht.models.load), its `feature_recipe`, "
+            f"or None for the default model; got {model!r}."
+        )
+        raise TypeError(msg)
+    if getattr(model, "is_fitted", True) is False:
+        msg = f"`model` must be a fitted predictor; the {recipe.get('method')!r} model is not fitted."
+        raise TypeError(msg)
+    return {"method": recipe.get("method", "given"), "use_rep": list(recipe["use_rep"]), "inputs": dict(recipe["inputs"])}
 
 
 def _image_calls(specs: dict[str, dict]) -> dict[str | None, list[str]]:
