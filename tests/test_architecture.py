@@ -23,6 +23,7 @@ LAYERS = {
     "cli": 6,
     "_cli_steps": 6,
     "_demo": 6,
+    "_demo_report": 6,
     "bench": 7,
     "__main__": 7,
 }

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 import hist2st_tk as ht
-from hist2st_tk import _demo
-from hist2st_tk._demo import KEY, expression_levels, region_scores, within_section_zscores
+from hist2st_tk import _demo, _demo_report
+from hist2st_tk._demo import KEY, within_section_zscores
+from hist2st_tk._demo_report import expression_levels, region_scores
 from hist2st_tk._markdown import format_pvalue, markdown_table
 from hist2st_tk.tl._cross_validate import CrossValidation
 
@@ -200,7 +201,7 @@ def _report(sections, pooled) -> str:
     regions = ht.tl.compare_regions(test, groupby="tumor_predicted", key=KEY)
     regions.loc[regions.index[0], "pvalue_adj"] = 0.0  # as a p-value below float precision would print
     genes = _demo._shown_genes(table)
-    return _demo._report(
+    return _demo_report.build_report(
         test_section="B4",
         train=["C2", "C3"],
         metrics=metrics,
@@ -264,6 +265,6 @@ def test_tumor_scores_by_region_reads_the_scores_the_section_has():
     obs = pd.DataFrame(
         {"region_label": ["a", "b"], "tumor": [True, False], "tumor_predicted_score": [0.2, 0.9]}
     )
-    table = _demo._tumor_scores_by_region(obs)
+    table = _demo_report.tumor_scores_by_region(obs)
     assert list(table.columns) == ["region", "tumor label", "spots", "marker signature score"]
     assert list(table["region"]) == ["b", "a"]
