@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ._constants import TABLE_KEY
+from ._sdata import without_images
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -144,7 +145,7 @@ def slide(
     if is_store and out is None:
         save_changes(sdata, before)
         return source
-    return io.write_zarr(sdata if is_store else _without_images(sdata), out)
+    return io.write_zarr(sdata if is_store else without_images(sdata), out)
 
 
 def cohort(slides: Sequence[str | Path], *, out: str | Path, model: str | Path | None, **options: Any) -> pd.DataFrame:
@@ -167,11 +168,3 @@ def slide_files(paths: Sequence[str | Path]) -> list[Path]:
         else:
             files.append(path)
     return files
-
-
-def _without_images(sdata: SpatialData) -> SpatialData:
-    from spatialdata import SpatialData
-
-    return SpatialData(
-        labels=dict(sdata.labels), shapes=dict(sdata.shapes), tables=dict(sdata.tables), attrs=dict(sdata.attrs)
-    )

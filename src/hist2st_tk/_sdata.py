@@ -239,8 +239,7 @@ def named_sections(sdatas, table_key: str = TABLE_KEY) -> dict[str, SpatialData]
         if not isinstance(sd, SpatialData):
             msg = f"`sdatas` must hold SpatialData objects; item {i} is a {type(sd).__name__}."
             raise TypeError(msg)
-        obs = get_table(sd, table_key).obs
-        name = str(obs[SAMPLE_KEY].iloc[0]) if SAMPLE_KEY in obs and len(obs) else f"section_{i}"
+        name = section_name(get_table(sd, table_key), i)
         if name in sections:
             msg = f"Two sections are named {name!r} (obs['sample']); pass a dict name -> SpatialData."
             raise ValueError(msg)
@@ -284,3 +283,19 @@ def sample_names(table: ad.AnnData) -> list[str]:
     if SAMPLE_KEY not in table.obs.columns:
         return []
     return [str(s) for s in pd.unique(table.obs[SAMPLE_KEY].astype(str))]
+
+
+def without_images(sdata: SpatialData) -> SpatialData:
+    """A SpatialData of ``sdata``'s labels, shapes, tables and attrs, without its images (a slide's
+    results, stored beside the slide file that ``attrs`` names instead of a copy of its pixels)."""
+    from spatialdata import SpatialData
+
+    return SpatialData(
+        labels=dict(sdata.labels), shapes=dict(sdata.shapes), tables=dict(sdata.tables), attrs=dict(sdata.attrs)
+    )
+
+
+def section_name(table, index: int) -> str:
+    """The ``obs["sample"]`` name of a section's table, or ``"section_{index}"`` without one."""
+    names = sample_names(table)
+    return names[0] if len(names) == 1 else f"section_{index}"

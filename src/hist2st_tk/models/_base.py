@@ -28,7 +28,7 @@ from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._files import WEIGHTS_FILE, package_version, read_weights, write_model_dir
 from .._logging import format_ids, logger
-from .._sdata import get_table, sample_names
+from .._sdata import get_table, section_name
 from ._novelty import PREFIX as NOVELTY_PREFIX
 from ._novelty import FeatureNovelty
 from ._schema import MODEL_JSON, check, hparams_spec, inputs_spec, kind_of, nonfinite_tensor
@@ -478,12 +478,6 @@ def _section_mpp(sdata: SpatialData, table) -> float | None:
         return get_mpp(sdata, key)[0] if key is not None else None
     except KeyError:
         return None
-
-
-def section_name(table, index: int) -> str:
-    """The ``obs["sample"]`` name of a section's table, or ``"section_{index}"`` without one."""
-    names = sample_names(table)
-    return names[0] if len(names) == 1 else f"section_{index}"
 
 
 def expression(table, genes: pd.Index, table_key: str = TABLE_KEY) -> np.ndarray:

@@ -304,8 +304,7 @@ def _run_slide(
 
 def _process_slide(path: str, name: str, patient: str, model, options: dict, chunks: Path) -> SpatialData:
     """Read, tile and predict one slide; the result holds everything but the image."""
-    from spatialdata import SpatialData
-
+    from .._sdata import without_images
     from ..io import read_wsi
     from ..pp import tile_tissue
 
@@ -326,12 +325,7 @@ def _process_slide(path: str, name: str, patient: str, model, options: dict, chu
             batch_size=options["batch_size"],
             device=options["device"],
         )
-    return SpatialData(
-        labels=dict(sdata.labels),
-        shapes=dict(sdata.shapes),
-        tables=dict(sdata.tables),
-        attrs=dict(sdata.attrs),
-    )
+    return without_images(sdata)
 
 
 def _stored_tiles(store: Path) -> int:
