@@ -337,12 +337,12 @@ def test_a_line_is_logged_before_the_encoder_and_image_are_loaded(section, caplo
 
 def test_cpu_passes_split_batches_without_changing_the_features(monkeypatch):
     from hist2st_tk.pp import _features
-    from hist2st_tk.pp._features import _passes
+    from hist2st_tk.pp._features import encoder_passes
 
     cpu = torch.device("cpu")
-    assert [len(p) for p in _passes(torch.zeros(10, 3, 224, 224), cpu)] == [4, 4, 2]
-    assert [len(p) for p in _passes(torch.zeros(10, 3, 40, 40), cpu)] == [10]
-    assert [len(p) for p in _passes(torch.zeros(5, 3, 1024, 1024), cpu)] == [2, 2, 1]
+    assert [len(p) for p in encoder_passes(torch.zeros(10, 3, 224, 224), cpu)] == [4, 4, 2]
+    assert [len(p) for p in encoder_passes(torch.zeros(10, 3, 40, 40), cpu)] == [10]
+    assert [len(p) for p in encoder_passes(torch.zeros(5, 3, 1024, 1024), cpu)] == [2, 2, 1]
     sections = {}
     for name, pixels in (("passes", _features.CPU_PASS_PIXELS), ("whole", None)):
         monkeypatch.setattr(_features, "CPU_PASS_PIXELS", pixels)

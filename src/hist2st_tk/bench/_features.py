@@ -20,8 +20,11 @@ def _peak_rss_mb() -> float:
 
 
 def bare_forward(module, spec, n: int, *, batch_size: int, device="cpu") -> float:
-    """Patches/s of the encoder alone on pre-made, pre-normalised tensors (the upper bound)."""
+    """Patches/s of the encoder alone on pre-made, pre-normalised tensors (the upper bound), each batch
+    split into the same passes as ``image_features`` runs (:func:`encoder_passes`)."""
     import torch
+
+    from ..pp._features import encoder_passes
 
     generator = torch.Generator().manual_seed(0)
     batches = [
@@ -33,10 +36,13 @@ def bare_forward(module, spec, n: int, *, batch_size: int, device="cpu") -> floa
     ]
     module = module.to(device, memory_format=torch.channels_last)
     with torch.inference_mode():
-        module(batches[0].to(device))  # warm-up: kernels are chosen on the first call of each shape
+        passes = [encoder_passes(batch.to(device), torch.device(device)) for batch in batches]
+        for part in passes[0]:  # warm-up: kernels are chosen on the first call of each shape
+            module(part)
         start = time.perf_counter()
-        for batch in batches:
-            module(batch.to(device))
+        for batch in passes:
+            for part in batch:
+                module(part)
         seconds = time.perf_counter() - start
     return n / seconds
 

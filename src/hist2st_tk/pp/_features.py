@@ -248,7 +248,7 @@ def encode_scales(
             if not outputs:
                 outputs = [[] for _ in batches]
             for batch, out in zip(batches, outputs, strict=True):
-                for part in _passes(batch, device):
+                for part in encoder_passes(batch, device):
                     x = part.to(device, non_blocking=True).float().div_(255.0)
                     x = ((x - shift) / scale).contiguous(memory_format=torch.channels_last)
                     out.append(module(x).float().cpu())
@@ -259,7 +259,7 @@ def encode_scales(
     return features
 
 
-def _passes(batch: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
+def encoder_passes(batch: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
     """A batch split into the parts that go through the encoder together: on the CPU, a few patches at
     a time (``CPU_PASS_PIXELS``), whole batches elsewhere."""
     if device.type != "cpu" or CPU_PASS_PIXELS is None:
