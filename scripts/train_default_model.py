@@ -23,10 +23,10 @@ import pandas as pd
 
 import hist2st_tk as ht
 from hist2st_tk._markdown import markdown_table
-from hist2st_tk.bench._accuracy import DEFAULT_RECIPE, fit_options, load_sections, recipe_folds, recipe_panel
+from hist2st_tk.bench._accuracy import DEFAULT_RECIPE, load_sections, recipe_folds
 from hist2st_tk.models._default import DEFAULT_MODEL_DIR
 
-RECIPE = fit_options(DEFAULT_RECIPE)
+RECIPE = ht.models.fit_options(ht.models.DEFAULT_RECIPE)
 PROTOCOLS = ("her2st6-loso", "her2st-cross-patient")
 #: Microns per pixel the model is meant for: any scan at least as fine as 4 um/px; finer than the
 #: training scans (0.69 um/px) they are rendered at 0.7 um/px, so 0.25 um/px (40x) gives the same input.
@@ -132,7 +132,7 @@ def main() -> None:
     numbers = pd.DataFrame() if args.skip_protocols else protocol_table(sections)
     print(numbers.to_string(index=False))
     originals = [sections[name]["table"] for name in sections if "@" not in name]
-    model = ht.tl.fit_predictor(list(sections.values()), genes=recipe_panel(originals), **RECIPE)
+    model = ht.tl.fit_predictor(list(sections.values()), genes=ht.models.default_panel(originals), **RECIPE)
     model.validated_mpp = VALIDATED_MPP
     out = model.save(args.out, overwrite=True)
     (out / "MODEL_CARD.md").write_text(card(model, numbers, robustness_table(args.robustness)))

@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from hist2st_tk.encoders._autoencoder import (
+from hist2st_tk.encoders._autoencoder import AutoencoderEncoder, ConvAutoencoder, train_autoencoder
+from hist2st_tk.encoders._autoencoder_files import (
     CONFIG_FILE,
     WEIGHTS_FILE,
-    AutoencoderEncoder,
-    ConvAutoencoder,
     load_autoencoder,
     save_autoencoder,
-    train_autoencoder,
 )
 
 PX = 32

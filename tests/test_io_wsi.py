@@ -7,9 +7,9 @@ import pytest
 import tifffile
 
 import hist2st_tk as ht
+from hist2st_tk._image import ImageReader, UnreadableImageError
 from hist2st_tk._sdata import image_levels
 from hist2st_tk.bench._wsi import write_slide
-from hist2st_tk.pp._patches import ImageReader, UnreadableImageError
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from PIL import Image
 
 import hist2st_tk as ht
 from hist2st_tk._constants import ATTRS_KEY
+from hist2st_tk._image import ImageReader, PatchDataset
 from hist2st_tk.encoders import EncoderSpec, register_encoder
-from hist2st_tk.pp._patches import ImageReader, PatchDataset, patch_layout
+from hist2st_tk.pp._patches import patch_layout
 
 
 class MeanColour(torch.nn.Module):
@@ -234,7 +235,7 @@ def _reference_patch(image: np.ndarray, centre, *, side_px: float, render_px, ou
 
 @pytest.mark.parametrize("working_mpp", [None, 1.6])
 def test_multiscale_patches_equal_the_plain_crops_of_each_size(working_mpp):
-    from hist2st_tk.pp._patches import MultiScalePatchDataset
+    from hist2st_tk._image import MultiScalePatchDataset
 
     sdata = ht.datasets.synthetic(n_spots=9, n_genes=4, seed=1, mpp=0.5)
     image = _image(sdata)
@@ -385,7 +386,7 @@ def test_lite0_features_equal_a_plain_reference():
 
 
 def test_multiscale_patches_fall_back_to_each_size_when_the_largest_is_unreadable(section):
-    from hist2st_tk.pp._patches import MultiScalePatchDataset, UnreadableImageError
+    from hist2st_tk._image import MultiScalePatchDataset, UnreadableImageError
 
     class PartlyBroken(ImageReader):
         """A reader whose crops wider than 60 px touch a corrupted part of the file."""

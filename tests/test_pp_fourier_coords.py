@@ -98,7 +98,7 @@ def test_copy_leaves_the_input_unchanged(sdata):
 
 def test_needs_spot_coordinates(sdata):
     del sdata["table"].obsm["spatial"]
-    with pytest.raises(KeyError, match=r"no `obsm\['spatial'\]`"):
+    with pytest.raises(KeyError, match=r"has no obsm\['spatial'\]: the readers"):
         fourier_coords(sdata)
     assert KEY not in sdata["table"].obsm
 

@@ -170,7 +170,7 @@ def test_empty_or_wrong_sections(train):
     with pytest.raises(TypeError, match="`sdatas` must be a SpatialData"):
         ht.pp.select_genes(train[0]["table"])
     before = snapshot(train)
-    with pytest.raises(TypeError, match="`apply_to` must hold SpatialData objects only"):
+    with pytest.raises(TypeError, match=r"`apply_to\[0\]` must be a SpatialData"):
         ht.pp.select_genes(train, apply_to=[train[0]["table"]])
     assert_unchanged(train, before)
 

@@ -156,7 +156,7 @@ def test_bad_input(section, kwargs, error, match):
 
 def test_missing_spatial_names_the_reader(section):
     del section["table"].obsm["spatial"]
-    with pytest.raises(KeyError, match=r"no `obsm\['spatial'\]`.*ht\.io\.read_st"):
+    with pytest.raises(KeyError, match=r"has no obsm\['spatial'\]: the readers \(`ht\.io\.read_st`"):
         ht.pp.spatial_graph(section)
 
 

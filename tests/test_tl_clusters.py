@@ -55,7 +55,7 @@ def test_cluster_agreement_values_and_keys(sdata):
 
 def test_cluster_agreement_bad_input(sdata):
     table = sdata["table"]
-    with pytest.raises(KeyError, match=r"No obs\['leiden'\] in table 'table'"):
+    with pytest.raises(KeyError, match=r"Table 'table' has no obs\['leiden'\]: scanpy's `sc.tl.leiden"):
         ht.tl.cluster_agreement(sdata, "leiden", "region")
     table.obs["empty"] = pd.Series(np.nan, index=table.obs_names, dtype=object)
     with pytest.raises(ValueError, match="Fewer than two spots have both"):

@@ -120,7 +120,7 @@ def test_tumor_classifier_and_auc_bad_input(sections):
         ht.tl.fit_tumor_classifier(sdata, genes=["ERBB2", "GRB7"])
     with pytest.raises(KeyError, match=r"no label column obs\['nope'\]"):
         ht.tl.fit_tumor_classifier(sdata, label_key="nope")
-    with pytest.raises(KeyError, match=r"No obs\['tumor_score'\]"):
+    with pytest.raises(KeyError, match=r"has no obs\['tumor_score'\]: `ht.tl.tumor_regions\(sdata\)` writes it"):
         ht.tl.tumor_score_auc(sdata, label_key="tumor")
     obs["tumor_score"] = 0.5
     obs["words"] = "a"

@@ -66,7 +66,7 @@ def test_survival_table_topk_and_tumor_mean(sections):
 def test_survival_table_bad_input(sections, clinical):
     with pytest.raises(KeyError, match=r"1 patients of the data are not in the clinical table: 'p1'"):
         ht.tl.survival_table(sections, clinical[clinical["patient"] != "p1"])
-    with pytest.raises(KeyError, match=r"The clinical table lacks \['time'\]"):
+    with pytest.raises(KeyError, match=r"`clinical` lacks the survival columns \['time'\]"):
         ht.tl.survival_table(sections, clinical.drop(columns="time"))
     with pytest.raises(ValueError, match="must hold 0/1"):
         ht.tl.survival_table(sections, clinical.assign(event=[2, 0, 1]))

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ._constants import TABLE_KEY
-from ._sdata import without_images
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -127,6 +126,7 @@ def slide(
     ``attrs`` name the slide file), written to ``out``; a store is updated in place unless ``out`` is given.
     """
     from . import io, models, pp, tl
+    from .tl._cohort import slide_results
 
     source = Path(source)
     is_store = source.is_dir()
@@ -137,15 +137,26 @@ def slide(
         msg = f"--mpp applies to a slide file; the store {str(source)!r} records its scale (see `ht.io.set_mpp`)."
         raise ValueError(msg)
     predictor = models.resolve(model)
-    sdata = io.read_zarr(source) if is_store else io.read_wsi(source, mpp=mpp)
+    if not is_store:
+        result = slide_results(
+            source,
+            predictor,
+            mpp=mpp,
+            tile_um=tile_um,
+            min_tissue=min_tissue,
+            batch_tiles=batch_tiles,
+            checkpoint_dir=checkpoint_dir,
+        )
+        return io.write_zarr(result, out)
+    sdata = io.read_zarr(source)
     before = set(sdata.shapes)
     pp.tile_tissue(sdata, tile_um=tile_um, min_tissue=min_tissue)
     if sdata.tables[TABLE_KEY].n_obs:
         tl.predict_slide(sdata, predictor, batch_tiles=batch_tiles, checkpoint_dir=checkpoint_dir)
-    if is_store and out is None:
+    if out is None:
         save_changes(sdata, before)
         return source
-    return io.write_zarr(sdata if is_store else without_images(sdata), out)
+    return io.write_zarr(sdata, out)
 
 
 def cohort(slides: Sequence[str | Path], *, out: str | Path, model: str | Path | None, **options: Any) -> pd.DataFrame:

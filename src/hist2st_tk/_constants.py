@@ -25,6 +25,13 @@ PATIENT_KEY = "patient"
 #: ``obs`` column of tumor calls or labels (boolean), and of the predicted probability of tumor.
 TUMOR_KEY = "tumor"
 TUMOR_SCORE_KEY = "tumor_score"
+#: ``obsm`` key of the spot centres in image pixels (scanpy's and squidpy's).
+SPATIAL_KEY = "spatial"
+#: ``obsp`` keys of the spatial graph (squidpy's).
+CONNECTIVITIES_KEY = "spatial_connectivities"
+DISTANCES_KEY = "spatial_distances"
+#: Suffix of the mean features of a spot's spatial neighbours (:func:`hist2st_tk.pp.aggregate_neighbors`).
+NEIGHBORS_SUFFIX = "_nbr"
 #: ``var`` column marking the gene panel (:func:`hist2st_tk.pp.select_genes`).
 GENES_KEY = "hist2st_genes"
 #: The default model shipped inside the package: ``model.json``, ``weights.safetensors``, ``MODEL_CARD.md``.

@@ -24,40 +24,75 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
-def recipe() -> dict[str, Any]:
-    """How the default model's recipe is fitted: the keyword arguments of :func:`hist2st_tk.tl.fit_predictor`."""
-    from .models import DEFAULT_RECIPE
-    from .models._default import FEATURE_OPTIONS
+#: The image features of the HER2ST sections that the demo and ``hist2st bench`` fit on: lite0 of three patch
+#: sizes, and the mean over the spots within 300 um (1.5 ST grid steps) of the two larger ones.
+SCALES_UM: tuple[float, ...] = (56.0, 112.0, 224.0)
+CONTEXT_UM: tuple[float, ...] = (112.0, 224.0)
+CONTEXT_RADIUS_UM = 300.0
 
-    return {k: v for k, v in DEFAULT_RECIPE.items() if k not in FEATURE_OPTIONS}
+
+def her2st_features(working_mpp: float | None) -> dict[str, Any]:
+    """The features of :data:`SCALES_UM` and :data:`CONTEXT_UM` rendered at ``working_mpp`` (``None``: as
+    scanned), as the feature recipe that :func:`hist2st_tk.pp.model_features` computes. At 0.7 um/px they
+    are the features the default model reads (``X_lite0_56um`` ... ``X_lite0_224um_nbr``)."""
+    inputs: dict[str, dict[str, Any]] = {
+        f"X_lite0_{um:g}um": {"encoder": "lite0", "patch_um": um, "working_mpp": working_mpp}
+        for um in SCALES_UM
+    }
+    graph = {"method": "radius", "radius_um": CONTEXT_RADIUS_UM}
+    for um in CONTEXT_UM:
+        key = f"X_lite0_{um:g}um"
+        inputs[f"{key}_nbr"] = {**inputs[key], "aggregated_from": key, "graph": graph}
+    return {"method": "lite0", "use_rep": list(inputs), "inputs": inputs}
 
 
 def sections_with_features(
-    names: Sequence[str], *, data_dir: str | Path | None, cache_dir: Path
+    names: Sequence[str],
+    *,
+    data_dir: str | Path | None,
+    cache_dir: str | Path,
+    recipe: Mapping[str, Any] | None = None,
+    renderings: bool = True,
+    name_working_mpp: bool = False,
+    progress: bool = True,
 ) -> dict[str, SpatialData]:
-    """The HER2ST sections ``names`` with the features the default model reads (:func:`hist2st_tk.pp.model_features`),
-    and each section as a scanner of every ``augment_mpp`` of the recipe would have imaged it
-    (``"C2@4"``, :func:`hist2st_tk.pp.perturb`): written once to ``cache_dir`` and read back from there, so
-    that images are read tile by tile."""
+    """The HER2ST sections ``names`` with the features a recipe is fitted on (:func:`her2st_features` at its
+    ``working_mpp``), and each section as a scanner of every ``augment_mpp`` of the recipe would have imaged
+    it (``"C2@4"``, :func:`hist2st_tk.pp.perturb`).
+
+    Each is written once to ``cache_dir`` as ``{name}_lite0{_at<working_mpp>}{_scan<mpp>}.zarr`` and read
+    back from there, so that images are read tile by tile; a store that lacks the context features (as
+    older ``hist2st bench`` caches do) gets them when read. ``recipe``: ``None`` for
+    :data:`hist2st_tk.models.DEFAULT_RECIPE`; ``renderings=False`` leaves the ``augment_mpp`` scans out;
+    ``name_working_mpp`` puts the working resolution in the file names (``_at0.7``), so that one folder
+    holds the features of recipes of several (``hist2st bench``; the demo's folder holds one).
+    """
     from . import datasets, io, models, pp
 
-    model = models.default_model()
+    recipe = models.DEFAULT_RECIPE if recipe is None else recipe
+    working = recipe.get("working_mpp")
+    features = her2st_features(working)
+    tag = f"_at{working:g}" if name_working_mpp and working is not None else ""
     loaded = {}
     for name in names:
-        for mpp in (None, *models.DEFAULT_RECIPE["augment_mpp"]):
-            path = cache_dir / f"{name}_lite0{'' if mpp is None else f'_scan{mpp:g}'}.zarr"
+        for mpp in (None, *(recipe.get("augment_mpp", ()) if renderings else ())):
+            path = Path(cache_dir) / f"{name}_lite0{tag}{'' if mpp is None else f'_scan{mpp:g}'}.zarr"
             if not path.exists():
                 sdata = datasets.her2st(name, data_dir=data_dir)
                 if mpp is not None:
                     sdata = pp.perturb(sdata, mpp=mpp)
-                pp.model_features(sdata, model, progress=True)
+                pp.model_features(sdata, features, progress=progress)
                 io.write_zarr(sdata, path)
-            loaded[name if mpp is None else f"{name}@{mpp:g}"] = io.read_zarr(path)
+            sdata = io.read_zarr(path)
+            if any(key not in sdata[TABLE_KEY].obsm for key in features["use_rep"]):
+                pp.model_features(sdata, features, progress=progress)
+            loaded[name if mpp is None else f"{name}@{mpp:g}"] = sdata
     return loaded
 
 
-def _with_renderings(train: Sequence[str], sections: Mapping[str, Any]) -> list[str]:
-    """The training sections and their renderings (``"C2@4"``) among ``sections``."""
+def with_renderings(train: Sequence[str], sections: Mapping[str, Any]) -> list[str]:
+    """The training sections ``train`` and their renderings at other resolutions (``"C2@4"``) among
+    ``sections``, in the order of ``sections``."""
     return [name for name in sections if name.split("@")[0] in train]
 
 
@@ -105,10 +140,10 @@ def run_demo(
     data = {name: rendered[name] for name in sections}
     clock.lap("features (lite0 at 56/112/224 um, context within 300 um; scans at 0.69 and 4 um/px)")
     test = data[test_section]
-    train = [rendered[n] for n in _with_renderings([s for s in sections if s != test_section], rendered)]
+    train = [rendered[n] for n in with_renderings([s for s in sections if s != test_section], rendered)]
 
     genes = models.default_panel([data[s]["table"] for s in sections if s != test_section])
-    model = tl.fit_predictor(train, genes=genes, **recipe())
+    model = tl.fit_predictor(train, genes=genes, **models.fit_options(models.DEFAULT_RECIPE))
     tl.predict_expression(test, model)
     metrics = tl.evaluate(test, key=KEY, label_key="tumor")
     clock.lap(f"fit on {len(train)} sections, predict and evaluate {test_section}")
@@ -120,8 +155,8 @@ def run_demo(
     regions = tl.compare_regions(test, groupby="tumor_predicted", key=KEY)
     clock.lap("Leiden clusters, tumor regions, region comparison")
 
-    folds = [(s, _with_renderings([o for o in sections if o != s], rendered), [s]) for s in sections]
-    cv = tl.cross_validate(rendered, protocol=folds, **recipe())
+    folds = [(s, with_renderings([o for o in sections if o != s], rendered), [s]) for s in sections]
+    cv = tl.cross_validate(rendered, protocol=folds, **models.fit_options(models.DEFAULT_RECIPE))
     for name, sdata in data.items():  # every section's held-out predictions, for the pooled analyses
         sdata[TABLE_KEY].obsm["predicted_cv"] = cv.predictions[name][name]
     pooled = tl.compare_regions(data, groupby="tumor", key="predicted_cv")

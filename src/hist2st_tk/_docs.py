@@ -15,6 +15,21 @@ F = TypeVar("F", bound=Callable)
 DOCS: dict[str, str] = {
     "table_key": """table_key
     Name of the table of spots (``sdata.tables[table_key]``).""",
+    "image_key": """image_key
+    The H&E image; may be omitted when the SpatialData has exactly one image.""",
+    "progress": """progress
+    Show a progress bar.""",
+    "predictions_key_added": """key_added
+    Name of the predictions; by default ``"predicted_{method}"``.""",
+    "panel_size": """panel_size
+    Size of one panel in inches.""",
+    "max_image_px": """max_image_px
+    The coarsest pyramid level whose longest side is at least this many pixels is drawn.""",
+    "spot_alpha": """spot_alpha
+    Opacity of the spots.""",
+    "copy": """copy
+    Return a new SpatialData holding a modified copy of the table (the other elements are shared
+    with ``sdata``, not copied) and leave ``sdata`` unchanged.""",
     "save_show": """save
     Write the figure to this path (format from the suffix, PNG without one).
 show

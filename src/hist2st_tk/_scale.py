@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._constants import ATTRS_KEY, MPP_SOURCES, MppSource
+from ._docs import doc_params
+from ._sdata import resolve_image_key
+from ._validate import check_spatialdata
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -46,6 +49,7 @@ def set_mpp(sdata: SpatialData, image_key: str, mpp: float, *, source: MppSource
         Where the value comes from: ``"st_grid"`` (200 um pitch of legacy ST), ``"visium_spot"``
         (55 um Visium spot), ``"slide_metadata"`` or ``"user"``.
     """
+    check_spatialdata(sdata)
     if image_key not in sdata.images:
         msg = f"No image {image_key!r} in the SpatialData; images: {list(sdata.images)}."
         raise KeyError(msg)
@@ -56,6 +60,7 @@ def set_mpp(sdata: SpatialData, image_key: str, mpp: float, *, source: MppSource
     sdata.attrs.setdefault(ATTRS_KEY, {}).setdefault("mpp", {})[image_key] = {"mpp": value, "source": source}
 
 
+@doc_params
 def get_mpp(sdata: SpatialData, image_key: str | None = None) -> tuple[float, str]:
     """Microns per pixel of an image and where that value comes from.
 
@@ -63,18 +68,15 @@ def get_mpp(sdata: SpatialData, image_key: str | None = None) -> tuple[float, st
     ----------
     sdata
         The section.
-    image_key
-        Name of the image; may be omitted when the SpatialData has exactly one image.
+    {image_key}
 
     Returns
     -------
     ``(mpp, source)``.
     """
+    check_spatialdata(sdata)
     if image_key is None:
-        if len(sdata.images) != 1:
-            msg = f"Pass `image_key`: the SpatialData has {len(sdata.images)} images {list(sdata.images)}."
-            raise ValueError(msg)
-        image_key = next(iter(sdata.images))
+        image_key = resolve_image_key(sdata, None)
     known = sdata.attrs.get(ATTRS_KEY, {}).get("mpp", {})
     if image_key not in known:
         msg = (

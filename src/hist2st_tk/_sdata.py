@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ._constants import PATIENT_KEY, PREDICTED_PREFIX, SAMPLE_KEY, TABLE_KEY, image_key, spots_key
+from ._logging import format_ids
+from ._validate import check_spatialdata
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -18,9 +20,17 @@ if TYPE_CHECKING:
 
 
 def get_table(sdata: SpatialData, table_key: str = TABLE_KEY) -> ad.AnnData:
-    """The table ``table_key``, or a KeyError listing the tables that exist."""
+    """The table ``table_key``; a TypeError when ``sdata`` is not a SpatialData, a KeyError naming the
+    tables that exist and the calls that make one when it lacks that table."""
+    check_spatialdata(sdata)
     if table_key not in sdata.tables:
-        msg = f"No table {table_key!r} in the SpatialData; tables: {list(sdata.tables)}."
+        made_by = (
+            "the readers (`ht.io.read_st`, `ht.io.read_visium`, `ht.datasets.her2st`) write it with the "
+            "spots; for an H&E-only slide `ht.pp.tile_tissue(sdata)` does"
+            if not sdata.tables
+            else "pass `table_key=` to name one of them"
+        )
+        msg = f"No table {table_key!r} in the SpatialData (tables: {list(sdata.tables)}); {made_by}."
         raise KeyError(msg)
     return sdata.tables[table_key]
 
@@ -46,6 +56,14 @@ def spots_key_of(table: ad.AnnData) -> str:
 
 def resolve_image_key(sdata: SpatialData, image_key: str | None) -> str:
     """``image_key`` checked to exist, or the only image of the SpatialData."""
+    check_spatialdata(sdata)
+    if not sdata.images:
+        msg = (
+            "The SpatialData has no image; read the H&E with `ht.io.read_wsi`, `ht.io.read_st` or "
+            "`ht.io.read_visium` (a store of a slide's results holds none: `attrs['hist2st_tk']['slide']` "
+            "names its slide file)."
+        )
+        raise ValueError(msg)
     if image_key is None:
         if len(sdata.images) != 1:
             msg = f"Pass `image_key`: the SpatialData has {len(sdata.images)} images {list(sdata.images)}."
@@ -141,25 +159,6 @@ def spot_centres(sdata: SpatialData, table: ad.AnnData) -> tuple[str, np.ndarray
     return key, np.column_stack([centroids.x.to_numpy(), centroids.y.to_numpy()])
 
 
-def spatial_coords(table: ad.AnnData, table_key: str) -> np.ndarray:
-    """``obsm["spatial"]`` as finite ``(n, 2)`` float64 pixel coordinates, or an error naming the fix."""
-    if "spatial" not in table.obsm:
-        msg = (
-            f"Table {table_key!r} has no `obsm['spatial']` (spot centres in image pixels); it is written "
-            "by `ht.io.read_st`, `ht.io.read_visium` and the `ht.datasets` loaders. "
-            f"obsm keys: {list(table.obsm)}."
-        )
-        raise KeyError(msg)
-    coords = np.asarray(table.obsm["spatial"], dtype=np.float64)
-    if coords.ndim != 2 or coords.shape[1] != 2 or not np.isfinite(coords).all():
-        msg = (
-            f"`obsm['spatial']` of table {table_key!r} must hold finite (x, y) pixel coordinates, "
-            f"shape (n_spots, 2); got shape {coords.shape}."
-        )
-        raise ValueError(msg)
-    return coords
-
-
 def with_table(sdata: SpatialData, table_key: str, table: ad.AnnData) -> SpatialData:
     """A new SpatialData sharing every element of ``sdata`` except the table ``table_key``."""
     from spatialdata import SpatialData
@@ -236,9 +235,7 @@ def named_sections(sdatas, table_key: str = TABLE_KEY) -> dict[str, SpatialData]
         return dict(sdatas)
     sections = {}
     for i, sd in enumerate(sdatas):
-        if not isinstance(sd, SpatialData):
-            msg = f"`sdatas` must hold SpatialData objects; item {i} is a {type(sd).__name__}."
-            raise TypeError(msg)
+        check_spatialdata(sd, f"sdatas[{i}]")
         name = section_name(get_table(sd, table_key), i)
         if name in sections:
             msg = f"Two sections are named {name!r} (obs['sample']); pass a dict name -> SpatialData."
@@ -263,19 +260,31 @@ def section_list(value, what: str) -> list[SpatialData]:
     if isinstance(value, SpatialData):
         return [value]
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        msg = f"`{what}` must be a SpatialData or a sequence of them, not {type(value).__name__}."
-        raise TypeError(msg)
+        check_spatialdata(value, what, or_sequence=True)  # raises, naming the readers
     sections = list(value)
-    wrong = [type(s).__name__ for s in sections if not isinstance(s, SpatialData)]
-    if wrong:
-        msg = f"`{what}` must hold SpatialData objects only; got {wrong[:3]}."
-        raise TypeError(msg)
+    for i, section in enumerate(sections):
+        check_spatialdata(section, f"{what}[{i}]")
     return sections
 
 
-def common_genes(frames: Sequence[pd.DataFrame]) -> list[str]:
-    """Genes (columns) present in every frame, in the first frame's order."""
-    return [g for g in frames[0].columns if all(g in f.columns for f in frames[1:])]
+def common_genes(
+    frames: Sequence[pd.DataFrame], genes: Sequence[str] | None = None, *, of: str = "sections"
+) -> list[str]:
+    """Genes (columns) predicted in every frame, in the first frame's order; or ``genes``, checked to be.
+
+    ``of`` names the frames in the errors: some of ``genes`` missing from a frame, or no gene shared.
+    """
+    shared = [g for g in frames[0].columns if all(g in f.columns for f in frames[1:])]
+    if genes is not None:
+        missing = pd.Index(genes).difference(shared)
+        if len(missing):
+            msg = f"{len(missing)} genes are not predicted in every {of.removesuffix('s')}: {format_ids(missing)}."
+            raise KeyError(msg)
+        shared = list(genes)
+    if not shared:
+        msg = f"The {of}' predictions share no gene; predict them with one model."
+        raise ValueError(msg)
+    return shared
 
 
 def sample_names(table: ad.AnnData) -> list[str]:
@@ -291,7 +300,10 @@ def without_images(sdata: SpatialData) -> SpatialData:
     from spatialdata import SpatialData
 
     return SpatialData(
-        labels=dict(sdata.labels), shapes=dict(sdata.shapes), tables=dict(sdata.tables), attrs=dict(sdata.attrs)
+        labels=dict(sdata.labels),
+        shapes=dict(sdata.shapes),
+        tables=dict(sdata.tables),
+        attrs=dict(sdata.attrs),
     )
 
 

@@ -21,7 +21,9 @@ def _parser(extensions: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument(
-        "--debug", action="store_true", help="show the full traceback of an error (accepted anywhere on the line)"
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (accepted anywhere on the line)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
@@ -79,25 +81,33 @@ def _add_read(commands) -> None:
     visium.add_argument("--counts-file", default=None, help="counts file in the folder (default: found)")
     visium.add_argument("--fullres-image", default=None, help="full-resolution H&E image (default: hires)")
     wsi = kinds.add_parser(
-        "wsi", help="an H&E-only whole-slide image: SVS, pyramidal TIFF (ht.io.read_wsi); the store holds a copy"
+        "wsi",
+        help="an H&E-only whole-slide image: SVS, pyramidal TIFF (ht.io.read_wsi); the store holds a copy",
     )
     wsi.add_argument("path", metavar="SLIDE", help="slide file")
     for kind in (st, visium, wsi):
         kind.add_argument("--out", required=True, help="the .zarr store to write")
         kind.add_argument("--sample", required=kind is st, default=None, help="section name")
-        kind.add_argument("--mpp", type=float, default=None, help="microns per pixel (default: from the data)")
+        kind.add_argument(
+            "--mpp", type=float, default=None, help="microns per pixel (default: from the data)"
+        )
         kind.add_argument("--overwrite", action="store_true", help="replace an existing store")
         if kind is not wsi:
             kind.add_argument("--patient", default=None, help="patient of the section (default: the sample)")
 
 
-def _option(parser, flag: str, function: Callable, parameter: str | None = None, *, help: str, **kwargs) -> None:
+def _option(
+    parser, flag: str, function: Callable, parameter: str | None = None, *, help: str, **kwargs
+) -> None:
     """Add ``flag`` with the default of ``function``'s ``parameter`` (by default the flag's name), so that the
     command line and the API cannot disagree; the help names the default."""
     default = inspect.signature(function).parameters[parameter or flag.lstrip("-").replace("-", "_")].default
     if kwargs.get("nargs") == "+" and not isinstance(default, list):
         default = [default]
-    shown = " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in (default if isinstance(default, list) else [default]))
+    shown = " ".join(
+        f"{v:g}" if isinstance(v, float) else str(v)
+        for v in (default if isinstance(default, list) else [default])
+    )
     parser.add_argument(flag, default=default, help=f"{help} (default: {shown})", **kwargs)
 
 
@@ -207,7 +217,9 @@ def _add_slides(commands) -> None:
     cohort.add_argument("slides", nargs="+", help="slide files, or folders of slide files")
     cohort.add_argument("--out", required=True, help="folder of the results")
     cohort.add_argument("--mpp", type=float, default=None, help="microns per pixel of every slide")
-    _option(cohort, "--workers", tl.predict_cohort, "n_workers", type=int, help="worker processes (1: no dask)")
+    _option(
+        cohort, "--workers", tl.predict_cohort, "n_workers", type=int, help="worker processes (1: no dask)"
+    )
     cohort.add_argument("--overwrite", action="store_true", help="redo slides whose store exists")
     for kind in (slide, cohort):
         kind.add_argument("--model", default=None, help="model directory (default: the shipped model)")
@@ -216,36 +228,32 @@ def _add_slides(commands) -> None:
         _option(kind, "--batch-tiles", tl.predict_slide, type=int, help="tiles per streamed batch")
 
 
+def _slide_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``hist2st slide`` and ``hist2st cohort`` share (added by :func:`_add_slides`)."""
+    return {k: getattr(args, k) for k in ("model", "mpp", "tile_um", "min_tissue", "batch_tiles")}
+
+
 def _run_step(args) -> None:
     from . import _cli_steps as steps
 
     if args.command == "read":
-        options = {k: v for k, v in vars(args).items() if k not in ("command", "debug", "reader", "out", "overwrite")}
+        options = {
+            k: v for k, v in vars(args).items() if k not in ("command", "debug", "reader", "out", "overwrite")
+        }
         path = steps.read(args.reader, out=args.out, overwrite=args.overwrite, **options)
         print(f"Written {path}")
     elif args.command == "slide":
         path = steps.slide(
-            args.slide,
-            out=args.out,
-            model=args.model,
-            mpp=args.mpp,
-            tile_um=args.tile_um,
-            min_tissue=args.min_tissue,
-            batch_tiles=args.batch_tiles,
-            checkpoint_dir=args.checkpoint_dir,
+            args.slide, out=args.out, checkpoint_dir=args.checkpoint_dir, **_slide_options(args)
         )
         print(f"Predictions written into {path}")
     elif args.command == "cohort":
         report = steps.cohort(
             args.slides,
             out=args.out,
-            model=args.model,
-            mpp=args.mpp,
             n_workers=args.workers,
-            tile_um=args.tile_um,
-            min_tissue=args.min_tissue,
-            batch_tiles=args.batch_tiles,
             overwrite=args.overwrite,
+            **_slide_options(args),
         )
         print(report[["slide", "status", "n_tiles", "seconds"]].round({"seconds": 1}).to_string(index=False))
         print(f"\nWritten {args.out}/patients.csv and {args.out}/cohort_report.csv")
@@ -313,7 +321,9 @@ def main(argv: Sequence[str] | None = None, *, extensions: Sequence[CommandGroup
     except Exception as err:
         if debug:
             raise
-        print(f"hist2st {args.command}: error: {_one_line(err)} (--debug shows the traceback)", file=sys.stderr)
+        print(
+            f"hist2st {args.command}: error: {_one_line(err)} (--debug shows the traceback)", file=sys.stderr
+        )
         return 1
     return 0
 
@@ -338,4 +348,3 @@ def _one_line(err: BaseException) -> str:
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
     text = " ".join(text.split()) or "(no message)"
     return f"{type(err).__name__}: {text}"
-

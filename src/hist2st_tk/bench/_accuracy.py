@@ -10,17 +10,17 @@ import numpy as np
 import pandas as pd
 
 from .. import models
+from .._demo import her2st_features, sections_with_features, with_renderings
 from .._logging import logger
 from .._protocols import HER2ST6, PANELS, REFERENCE
-from ..models._default import FEATURE_OPTIONS
 from ._report import write_report
 
-#: lite0 features of three patch sizes are computed once per section and cached.
-SCALES_UM: tuple[float, ...] = (56.0, 112.0, 224.0)
-MULTISCALE_REPS = [f"X_lite0_{um:g}um" for um in SCALES_UM]
-
-#: Context: mean features of the spots within 300 um (1.5 ST grid steps), at two patch sizes.
-CONTEXT_REPS = ["X_lite0_112um_nbr", "X_lite0_224um_nbr"]
+#: The features every recipe reads from (:func:`hist2st_tk._demo.her2st_features`; cached once per section
+#: and working resolution): lite0 of three patch sizes, and as context the mean features of the spots within
+#: 300 um (1.5 ST grid steps) at the two larger sizes.
+FEATURES = her2st_features(None)["use_rep"]
+MULTISCALE_REPS = [key for key in FEATURES if not key.endswith("_nbr")]
+CONTEXT_REPS = [key for key in FEATURES if key.endswith("_nbr")]
 
 #: Benchmark recipes: the method, what it reads and the CPU budget it gets here (stated in the table).
 METHODS: dict[str, dict[str, Any]] = {
@@ -74,14 +74,15 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-#: The recipe of the default model and of ``make demo`` (chosen on the C2-C6 folds; see docs/robustness.md).
+#: The name in :data:`METHODS` of the default model's recipe (:data:`hist2st_tk.models.DEFAULT_RECIPE`), also
+#: that of ``make demo`` (chosen on the C2-C6 folds; see docs/robustness.md).
 DEFAULT_RECIPE = "ridge_multiscale_context_centred_multires"
 
 
-
 def fit_options(recipe: str) -> dict[str, Any]:
-    """The keyword arguments of ``ht.tl.fit_predictor`` / ``cross_validate`` of a recipe."""
-    return {k: v for k, v in METHODS[recipe].items() if k not in FEATURE_OPTIONS}
+    """The keyword arguments of ``ht.tl.fit_predictor`` / ``cross_validate`` of the recipe named ``recipe``
+    in :data:`METHODS` (:func:`hist2st_tk.models.fit_options`)."""
+    return models.fit_options(METHODS[recipe])
 
 
 def load_sections(
@@ -93,65 +94,43 @@ def load_sections(
     recipe: str | None = None,
     augmented: bool = False,
 ) -> dict[str, Any]:
-    """HER2ST sections with lite0 features of 56, 112 and 224 um patches (cached as ``.zarr`` and read
-    back from there, so that images are read tile by tile) and the mean 112 and 224 um features of the
-    spots within 300 um.
+    """HER2ST sections with the features of the benchmark recipe named ``recipe`` (``None``: as scanned):
+    lite0 of 56, 112 and 224 um patches rendered at its ``working_mpp`` and the mean 112 and 224 um
+    features of the spots within 300 um; with ``augmented``, each section's renderings at its
+    ``augment_mpp`` as ``"{name}@{mpp}"`` too.
 
-    The features are rendered at the recipe's ``working_mpp`` (when it has one). With ``augmented``,
-    the renderings of each section at the recipe's ``augment_mpp`` are added as ``"{name}@{mpp}"``
-    (the section as a scanner of that resolution would have imaged it, :func:`hist2st_tk.pp.perturb`).
+    The demo's loader (:func:`hist2st_tk._demo.sections_with_features`), caching into ``cache_dir`` under
+    names that carry the working resolution (``{name}_lite0_at0.7_scan4.zarr``), so that recipes of
+    several share the folder.
     """
-    from spatialdata import read_zarr
-
-    from .. import datasets, io, pp
-
-    spec = METHODS[recipe] if recipe is not None else {}
-    working = spec.get("working_mpp")
-    suffix = "" if working is None else f"_at{working:g}"
-    renderings = [None, *(spec.get("augment_mpp", ()) if augmented else ())]
-    cache = Path(cache_dir)
-    loaded = {}
-    for name in sections:
-        for mpp in renderings:
-            path = cache / f"{name}_lite0{suffix}{'' if mpp is None else f'_scan{mpp:g}'}.zarr"
-            if not path.exists():
-                sdata = datasets.her2st(name, data_dir=data_dir)
-                if mpp is not None:
-                    sdata = pp.perturb(sdata, mpp=mpp)
-                pp.image_features(
-                    sdata, encoder="lite0", patch_um=list(SCALES_UM), working_mpp=working, progress=progress
-                )
-                io.write_zarr(sdata, path)
-            loaded[name if mpp is None else f"{name}@{mpp:g}"] = read_zarr(path)
-    for sdata in loaded.values():  # context features are cheap: made on every load
-        pp.spatial_graph(sdata, method="radius", radius_um=300)
-        for key in ("X_lite0_112um", "X_lite0_224um"):
-            pp.aggregate_neighbors(sdata, use_rep=key)
-    return loaded
-
-
-def with_renderings(train: Sequence[str], sections: dict[str, Any]) -> list[str]:
-    """The training sections and their renderings at other resolutions present in ``sections``."""
-    return [name for name in sections if name.split("@")[0] in train]
-
-
-def recipe_panel(tables: Sequence[Any], n_genes: int = 250) -> list[str]:
-    """The default model's panel (:func:`hist2st_tk.models.default_panel`)."""
-    return models.default_panel(tables, n_genes=n_genes)
+    return sections_with_features(
+        sections,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        recipe=METHODS[recipe] if recipe is not None else {},
+        renderings=augmented,
+        name_working_mpp=True,
+        progress=progress,
+    )
 
 
 def fit_recipe(sections: dict[str, Any], train: Sequence[str], *, recipe: str = DEFAULT_RECIPE):
     """A model of ``recipe`` fitted on ``train`` (and their renderings in ``sections``), and the
     protocol panels chosen on ``train``: ``(model, {panel: genes})``. The model predicts the union of
-    the panels and :func:`recipe_panel`."""
-    from ..pp._genes import gene_panel
+    the panels and the default model's panel (:func:`hist2st_tk.models.default_panel`).
+
+    The panels are marked in the training tables as ``var[f"bench_{panel}"]`` (:func:`hist2st_tk.pp.select_genes`).
+    """
+    from ..pp import select_genes
     from ..tl import fit_predictor
 
-    tables = [sections[name]["table"] for name in train]
+    training = [sections[name] for name in train]
     panels = {
-        panel: gene_panel(tables, n_genes=n, flavor=flavor) for panel, (flavor, n) in PANELS.items()
+        panel: select_genes(training, n_genes=n, flavor=flavor, key_added=f"bench_{panel}")
+        for panel, (flavor, n) in PANELS.items()
     }
-    genes = list(dict.fromkeys([*recipe_panel(tables), *(g for p in panels.values() for g in p)]))
+    own = models.default_panel([sdata["table"] for sdata in training])
+    genes = list(dict.fromkeys([*own, *(g for p in panels.values() for g in p)]))
     fitted_on = [sections[name] for name in with_renderings(train, sections)]
     return fit_predictor(fitted_on, genes=genes, **fit_options(recipe)), panels
 
@@ -173,7 +152,10 @@ def recipe_folds(protocol: str, sections: dict[str, Any]) -> list[tuple[str, lis
     from .._protocols import protocol_folds
 
     patients = {name: name[0] for name in HER2ST6 if name in sections}
-    return [(fold, with_renderings(train, sections), test) for fold, train, test in protocol_folds(protocol, patients)]
+    return [
+        (fold, with_renderings(train, sections), test)
+        for fold, train, test in protocol_folds(protocol, patients)
+    ]
 
 
 def describe_features(recipe: dict[str, Any]) -> str:
@@ -247,7 +229,11 @@ def bench_accuracy(
             sections = _recipe_sections(method, data_dir=data_dir, cache_dir=cache_dir or out / "cache")
             logger.info("bench accuracy: %s under %s", method, protocol)
             cv = cross_validate(
-                sections, protocol=recipe_folds(protocol, sections), panels=panels, seed=seed, **fit_options(method)
+                sections,
+                protocol=recipe_folds(protocol, sections),
+                panels=panels,
+                seed=seed,
+                **fit_options(method),
             )
             per_protocol[protocol][method] = cv
             # LOSO is reported as its mean over folds; the cross-patient folds (C->B4, B4->C) one by one

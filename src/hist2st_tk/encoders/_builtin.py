@@ -28,7 +28,8 @@ def _build_fft(spec: EncoderSpec, weights: str | Path | None):
 
 
 def _build_autoencoder(spec: EncoderSpec, weights: str | Path | None):
-    from ._autoencoder import AutoencoderEncoder, load_autoencoder
+    from ._autoencoder import AutoencoderEncoder
+    from ._autoencoder_files import load_autoencoder
 
     model, config = load_autoencoder(weights)
     return AutoencoderEncoder(model, input_px=int(config["input_px"]))

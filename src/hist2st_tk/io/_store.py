@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .._files import recover, replace_dir, staging_path
 from .._logging import logger
+from .._validate import check_spatialdata
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -83,6 +84,7 @@ def write_zarr(sdata: SpatialData, path: str | Path, *, overwrite: bool = False)
     -------
     The path written. ``sdata`` itself is not changed (its ``path`` still names where it was read from).
     """
+    check_spatialdata(sdata)
     path = Path(path)
     recover(path)
     if path.exists():
@@ -119,6 +121,7 @@ def update_zarr(sdata: SpatialData, elements: Sequence[str]) -> list[str]:
     -------
     The element names written.
     """
+    check_spatialdata(sdata)
     names = list(dict.fromkeys(elements))
     if sdata.path is None:
         msg = "The SpatialData is not read from a store; write it with `ht.io.write_zarr(sdata, path)`."

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._base import Predictor, available_methods, method_class
 from ._deeponet import DeepONetPredictor
-from ._default import DEFAULT_RECIPE, default_model, default_panel, resolve
+from ._default import DEFAULT_RECIPE, default_model, default_panel, fit_options, resolve
 from ._hespotex import HESpotExPredictor
 from ._hist2st import Hist2STPredictor
 from ._histospace import HistoSpacePredictor
@@ -34,6 +34,7 @@ __all__ = [
     "available_methods",
     "default_model",
     "default_panel",
+    "fit_options",
     "load",
     "method_class",
     "resolve",

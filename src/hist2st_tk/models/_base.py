@@ -5,11 +5,11 @@ log-normalised expression (``X``) of a panel of genes. Subclasses implement four
 and tensors; this base class does everything that touches SpatialData, files and checks, so that a
 method is a small class around a ``torch.nn.Module`` (or a scikit-learn estimator).
 
-A saved model is one directory: ``model.json`` (method, genes, inputs, hyper-parameters, training
-sections, package version) and ``weights.safetensors`` (tensors only; nothing is unpickled on load).
-Loading checks both before anything is predicted: ``model.json`` against its schema
-(:mod:`hist2st_tk.models._schema`), every tensor for NaN and infinite values, and the shape of every
-tensor against the recorded genes and input widths.
+This module holds the registry of methods and :class:`Predictor`. A saved model is one directory
+(``model.json`` + ``weights.safetensors``) whose format and checks are in
+:mod:`hist2st_tk.models._model_dir`; :meth:`Predictor.load` also checks the shape of every tensor
+against the recorded genes and input widths. The checks of a section's expression and features against
+a model are in :mod:`hist2st_tk.models._inputs`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,20 +26,19 @@ import pandas as pd
 
 from .._constants import TABLE_KEY
 from .._docs import doc_params
-from .._files import WEIGHTS_FILE, package_version, read_weights, write_model_dir
+from .._files import package_version, write_model_dir
 from .._logging import format_ids, logger
 from .._sdata import get_table, section_name
+from ._inputs import check_learnable, compare_records, expression, feature_params, feature_record, section_mpp
+from ._model_dir import CONFIG_FILE, FORMAT, FORMAT_VERSION, from_config, read_model_dir
 from ._novelty import PREFIX as NOVELTY_PREFIX
 from ._novelty import FeatureNovelty
-from ._schema import MODEL_JSON, check, hparams_spec, inputs_spec, kind_of, nonfinite_tensor
+from ._schema import nonfinite_tensor
 
 if TYPE_CHECKING:
     import torch
     from spatialdata import SpatialData
 
-FORMAT = "hist2st_tk.predictor"
-FORMAT_VERSION = 1
-CONFIG_FILE = "model.json"
 
 _METHODS: dict[str, type[Predictor]] = {}
 
@@ -193,7 +192,7 @@ class Predictor(ABC):
         check_learnable(targets, genes, table_key)
         sections = [section_name(table, i) for i, table in enumerate(tables)]
         self.genes, self.inputs, self.trained_on = genes, inputs, list(dict.fromkeys(sections))
-        self.training_mpp = [_section_mpp(sd, table) for sd, table in zip(sdatas, tables, strict=True)]
+        self.training_mpp = [section_mpp(sd, table) for sd, table in zip(sdatas, tables, strict=True)]
         try:
             self._fit(features, targets, sections, [table.obs for table in tables])
         except Exception:
@@ -270,11 +269,11 @@ class Predictor(ABC):
                     f"(`ht.pp.image_features` writes `X_{{encoder}}`). obsm keys: {list(table.obsm)}."
                 )
                 raise KeyError(msg)
-            found[key] = _feature_record(table, key)
+            found[key] = feature_record(table, key)
         if recorded is not None:
             for key, spec in found.items():
-                has_params = bool(_params(table, key))
-                _compare_records(key, spec, recorded.get(key, {}), has_params=has_params, table_key=table_key)
+                has_params = bool(feature_params(table, key))
+                compare_records(key, spec, recorded.get(key, {}), has_params=has_params, table_key=table_key)
         return found
 
     def _features(
@@ -354,12 +353,12 @@ class Predictor(ABC):
         shape of every tensor are checked against the method, the recorded genes and the recorded input
         widths. Each error names the file and the field or tensor at fault.
         """
-        config, tensors = read_model_dir(path)
+        config, tensors = read_model_dir(path, _METHODS)
         model_cls = method_class(config["method"])
         if cls is not Predictor and not issubclass(model_cls, cls):
             msg = f"{str(path)!r} holds a {config['method']!r} model, not a {cls.method!r} one."
             raise ValueError(msg)
-        model = _from_config(model_cls, config, Path(path) / CONFIG_FILE)
+        model = from_config(model_cls, config, Path(path) / CONFIG_FILE)
         novelty = {name: tensors.pop(name) for name in list(tensors) if name.startswith(NOVELTY_PREFIX)}
         try:
             model._load_tensors(tensors)  # the method's own tensors first: their errors tell the most
@@ -385,183 +384,3 @@ class Predictor(ABC):
         """What the tensors' shapes derive from, for error messages."""
         widths = self._input_widths()
         return f"model.json records {len(self.genes)} genes" + (f" and inputs {widths}" if widths else "")
-
-
-def _from_config(model_cls: type[Predictor], config: dict, file: Path) -> Predictor:
-    """An unfitted predictor with the settings and records of a checked ``model.json``."""
-    try:
-        model = model_cls(
-            use_rep=config["use_rep"],
-            seed=config["seed"],
-            center=config.get("center", False),
-            **config["hparams"],
-        )
-    except (TypeError, ValueError) as err:  # settings the schema cannot see, e.g. stnet given features
-        msg = f"{str(file)!r} does not describe a valid {config['method']!r} model: {err}"
-        raise ValueError(msg) from None
-    model.genes = pd.Index(config["genes"])
-    model.inputs = config["inputs"]
-    model.trained_on = config["trained_on"]
-    model.history = config.get("history", {})
-    model.training_mpp = config.get("training_mpp", [])
-    validated = config.get("validated_mpp")
-    model.validated_mpp = tuple(validated) if validated is not None else None
-    return model
-
-
-def read_model_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """``(config, tensors)`` of a model directory, with an error naming what is missing or broken.
-
-    ``config`` has passed the schema of ``model.json`` and no tensor holds NaN or infinite values.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        msg = f"No model directory at {str(path)!r}."
-        raise FileNotFoundError(msg)
-    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (path / name).is_file()]
-    if missing:
-        msg = f"The model directory {str(path)!r} lacks {missing}; was it written by `model.save`?"
-        raise FileNotFoundError(msg)
-    config = read_config(path / CONFIG_FILE)
-    tensors = read_weights(path / WEIGHTS_FILE)
-    bad = nonfinite_tensor(tensors)
-    if bad is not None:
-        msg = (
-            f"{str(path / WEIGHTS_FILE)!r} holds NaN or infinite values in {bad}; the weights file is "
-            "corrupted, or was written by a training that diverged."
-        )
-        raise ValueError(msg)
-    return config, tensors
-
-
-def read_config(file: Path) -> dict:
-    """The fields of a ``model.json``, checked against its schema: foreign and newer formats first (a newer
-    file may have fields this version does not know), then every field, the hyper-parameters of its
-    method and the record of every input."""
-    try:
-        config = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        msg = f"{str(file)!r} is not valid JSON ({err}); the model directory is corrupted."
-        raise ValueError(msg) from None
-    if not isinstance(config, dict):
-        msg = f"{str(file)!r} must hold a JSON object (the fields of a model), got a {kind_of(config)}."
-        raise ValueError(msg)
-    if config.get("format") != FORMAT:
-        msg = f"{str(file.parent)!r} is not a hist2st_tk predictor (format {config.get('format')!r})."
-        raise ValueError(msg)
-    version = config.get("format_version")
-    if kind_of(version) == "int" and version > FORMAT_VERSION:
-        msg = (
-            f"{str(file.parent)!r} was written by a newer hist2st_tk (format {version}, "
-            f"package {config.get('package_version')}); upgrade hist2st_tk to load it."
-        )
-        raise ValueError(msg)
-    name = repr(str(file))
-    check(config, MODEL_JSON, file=name)
-    if config["method"] not in _METHODS:
-        msg = f"{name}: field 'method' must be one of {available_methods()}, got {config['method']!r} (str)."
-        raise ValueError(msg)
-    model_cls = _METHODS[config["method"]]
-    hparams = hparams_spec(model_cls.defaults, model_cls.hparam_specs)
-    check(config["hparams"], hparams, file=name, path="hparams")
-    check(config["inputs"], inputs_spec(config["use_rep"]), file=name, path="inputs")
-    return config
-
-
-def _section_mpp(sdata: SpatialData, table) -> float | None:
-    """Microns per pixel of a section's image, ``None`` when it has no image of known scale."""
-    from .._scale import get_mpp
-    from .._sdata import section_image_key
-
-    key = section_image_key(sdata, table)
-    try:
-        return get_mpp(sdata, key)[0] if key is not None else None
-    except KeyError:
-        return None
-
-
-def expression(table, genes: pd.Index, table_key: str = TABLE_KEY) -> np.ndarray:
-    """Log-normalised expression (``X``) of ``genes``, spots x genes float32, or an error naming missing genes."""
-    missing = genes.difference(table.var_names)
-    if len(missing):
-        msg = f"{len(missing)} genes are not in table {table_key!r}: {format_ids(missing)}."
-        raise KeyError(msg)
-    values = table[:, genes].X
-    values = np.asarray(values.toarray() if hasattr(values, "toarray") else values, dtype=np.float32)
-    if not np.isfinite(values).all():
-        msg = f"The expression of table {table_key!r} holds NaN or infinite values."
-        raise ValueError(msg)
-    return values
-
-
-def _params(table, key: str) -> dict:
-    """``uns[key]["params"]``: how the features of ``key`` were made (empty when nothing recorded it)."""
-    record = table.uns.get(key, {})
-    params = record.get("params", {}) if isinstance(record, Mapping) else {}
-    return params if isinstance(params, Mapping) else {}
-
-
-def _feature_record(table, key: str) -> dict:
-    """What made the features ``obsm[key]``, as ``model.json`` records it (plain types)."""
-    params = _params(table, key)
-    encoder = params.get("encoder", {})
-    record = {
-        "encoder": encoder.get("name") if isinstance(encoder, Mapping) else encoder,
-        "patch_um": params.get("patch_um"),
-        "working_mpp": params.get("working_mpp"),
-        "dim": int(np.asarray(table.obsm[key]).shape[1]),
-    }
-    if "aggregated_from" in params:  # neighbour context: how to rebuild it (ht.pp.model_features)
-        graph = params.get("graph", {})
-        record["aggregated_from"] = params["aggregated_from"]
-        record["graph"] = {name: graph.get(name) for name in ("method", "n_neighs", "radius_um")}
-    return record
-
-
-_PROVENANCE = ("encoder", "patch_um", "working_mpp")
-
-
-def _compare_records(key: str, found: dict, expected: dict, *, has_params: bool, table_key: str) -> None:
-    """Raise when the features of ``key`` were not made as those the model was trained on, or when the
-    model records how they were made and the table does not (nothing could then be compared)."""
-    recompute = (
-        f"Recompute the features with `ht.pp.image_features(sdata, encoder={expected.get('encoder')!r}, "
-        f"patch_um={expected.get('patch_um')!r}, working_mpp={expected.get('working_mpp')!r})`, "
-        "or delete them and let `ht.tl.predict_expression` compute them."
-    )
-    if not has_params and any(expected.get(field) is not None for field in _PROVENANCE):
-        trained_on = ", ".join(f"{field} {expected.get(field)!r}" for field in _PROVENANCE)
-        msg = (
-            f"obsm[{key!r}] does not match the model: table {table_key!r} records no params of it "
-            f"(uns[{key!r}]['params']) but the model was trained on {trained_on}. {recompute}"
-        )
-        raise ValueError(msg)
-    for field in (*_PROVENANCE, "dim"):
-        if expected.get(field) != found[field] and (
-            field == "working_mpp" or (expected.get(field) is not None and found[field] is not None)
-        ):
-            msg = (
-                f"obsm[{key!r}] does not match the model: {field} is {found[field]!r} here but the "
-                f"model was trained on {expected.get(field)!r}. {recompute}"
-            )
-            raise ValueError(msg)
-
-
-def check_learnable(targets: list[np.ndarray], genes: pd.Index, table_key: str = TABLE_KEY) -> None:
-    """Refuse training targets (per section, spots x genes) with fewer than two spots, or constant for
-    every gene: a fit on them "succeeds" with NaN scores and predicts nothing."""
-    n_spots = sum(len(t) for t in targets)
-    if n_spots < 2:
-        msg = (
-            f"Cannot fit: the training sections hold {n_spots} spot{'s' * (n_spots != 1)} in all; "
-            "fitting needs at least 2."
-        )
-        raise ValueError(msg)
-    stacked = np.vstack(targets)
-    if (stacked.max(axis=0) == stacked.min(axis=0)).all():
-        msg = (
-            f"Cannot fit: the expression is zero/constant for every gene of the panel over the {n_spots} "
-            f"training spots (e.g. {genes[0]!r} is {float(stacked[0, 0])!r} everywhere). Check that `X` of "
-            f"table {table_key!r} holds log-normalised expression and that `genes` names expressed genes."
-        )
-        raise ValueError(msg)

@@ -110,7 +110,8 @@ class DeepONetPredictor(TorchPredictor):
         if not self.hparams["trunk_location"]:
             return OperatorInputs(features, np.zeros((len(features), 0), dtype=np.float32))
         from .._scale import get_mpp
-        from .._sdata import section_image_key, spatial_coords
+        from .._sdata import section_image_key
+        from .._section import spatial_coords
         from ..pp._fourier import random_fourier_features
 
         microns = spatial_coords(table, table_key) * get_mpp(sdata, section_image_key(sdata, table))[0]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -30,6 +30,41 @@ DEFAULT_RECIPE: dict = {
 #: Keys of a recipe that say how its training features are made, not how the predictor is fitted.
 FEATURE_OPTIONS = ("working_mpp", "augment_mpp")
 
+
+def fit_options(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """How a model of ``recipe`` is fitted: the keyword arguments of :func:`hist2st_tk.tl.fit_predictor`
+    (and of :func:`hist2st_tk.tl.cross_validate`).
+
+    A recipe also says how its training features are made: ``working_mpp`` (the resolution the patches
+    are rendered at) and ``augment_mpp`` (each training section is also rendered as a scanner of these
+    microns per pixel would have imaged it, :func:`hist2st_tk.pp.perturb`). Those are for whoever makes
+    the training sections, not for the fit, and are left out.
+
+    Parameters
+    ----------
+    recipe
+        A recipe as plain data: its ``method`` and the other keyword arguments of ``fit_predictor``, with
+        or without feature options; e.g. :data:`DEFAULT_RECIPE`.
+
+    Returns
+    -------
+    A new dict: ``recipe`` without ``working_mpp`` and ``augment_mpp`` (its values are the recipe's own);
+    ``recipe`` is not changed.
+
+    Examples
+    --------
+    >>> import hist2st_tk as ht
+    >>> options = ht.models.fit_options(ht.models.DEFAULT_RECIPE)
+    >>> options["method"], options["center"], "augment_mpp" in options
+    ('ridge', True, False)
+    """
+    if not isinstance(recipe, Mapping) or not isinstance(recipe.get("method"), str):
+        msg = (
+            "`recipe` must be a dict naming its `method` and the keyword arguments of ht.tl.fit_predictor, "
+            f"such as ht.models.DEFAULT_RECIPE; got {recipe!r}."
+        )
+        raise TypeError(msg)
+    return {key: value for key, value in recipe.items() if key not in FEATURE_OPTIONS}
 
 
 def default_model() -> Predictor:

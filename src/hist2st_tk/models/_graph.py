@@ -196,7 +196,7 @@ class GraphPredictor(TorchPredictor):
         return inputs
 
     def _section_inputs(self, sdata, table, table_key: str, *, recorded: dict) -> SectionGraph:
-        from .._sdata import spatial_coords
+        from .._section import spatial_coords
 
         features = self._features(table, table_key, recorded=recorded)
         adjacency = graph_adjacency(table, table_key, graph_key=self.hparams["graph_key"], method=self.method)

@@ -87,7 +87,8 @@ class Image2GenePredictor(TorchPredictor):
     # -- inputs: features and binned positions ----------------------------------------------------
     def _section_inputs(self, sdata, table, table_key: str, *, recorded: dict) -> SpotInputs:
         from .._scale import get_mpp
-        from .._sdata import section_image_key, spatial_coords
+        from .._sdata import section_image_key
+        from .._section import spatial_coords
 
         features = self._features(table, table_key, recorded=recorded)
         if not self.hparams["use_coords"]:

@@ -96,9 +96,10 @@ class STNetPredictor(TorchPredictor):
         return {"patches": {"encoder": self.hparams["encoder"], "patch_um": float(self.hparams["patch_um"])}}
 
     def _section_inputs(self, sdata, table, table_key: str, *, recorded: dict):
+        from .._image import PatchDataset
         from ..encoders import get_encoder_spec
         from ..pp._features import patch_reader, stain_transform
-        from ..pp._patches import PatchDataset, patch_layout
+        from ..pp._patches import patch_layout
 
         spec = get_encoder_spec(self.hparams["encoder"])
         layout = patch_layout(sdata, self.hparams["patch_um"], input_px=spec.input_px, table_key=table_key)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ._evaluation import gene_scores, training_history
-from ._expression import predicted_vs_observed, spatial_expression, tumor_map
+from ._expression import predicted_vs_observed, spatial_expression
 from ._spatial import spatial
 from ._survival import km
+from ._tumor import tumor_map
 
 __all__ = [
     "gene_scores",

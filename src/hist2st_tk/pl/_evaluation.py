@@ -11,7 +11,8 @@ import pandas as pd
 from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._metrics import GENE_METRICS
-from .._sdata import get_table, predictions
+from .._sdata import predictions
+from .._section import check_section
 from .._validate import check_count
 from ._utils import METRIC_NAMES, check_save, cluster_palette, finish, metric_label, title_of
 
@@ -106,7 +107,7 @@ def _section_scores(
 ) -> Figure:
     import matplotlib.pyplot as plt
 
-    table = get_table(sdata, table_key)
+    table = check_section(sdata, table_key)
     key, _ = predictions(table, key, table_key, latest=True)
     column = f"{key}_{metric}"
     if column not in table.var:

@@ -11,7 +11,8 @@ import pandas as pd
 from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._logging import logger
-from .._sdata import get_table, image_levels, resolve_image_key, spots_key_of, values_per_spot
+from .._sdata import image_levels, resolve_image_key, spots_key_of, values_per_spot
+from .._section import check_section
 from ._utils import (
     add_scale_bar,
     category_colours,
@@ -91,21 +92,17 @@ def spatial(
         ``{"latent_colour": "haematoxylin fraction"}``.
     table_key
         The table annotating the spots.
-    image_key
-        The H&E image; may be omitted when there is one image.
-    max_image_px
-        The coarsest pyramid level whose longest side is at least this many pixels is drawn.
+    {image_key}
+    {max_image_px}
     crop
         Zoom onto the spots (with a margin of three spot diameters) instead of the whole image.
     cmap
         Colour map of continuous values.
-    spot_alpha
-        Opacity of the spots.
+    {spot_alpha}
     {scale_bar}
     ncols
         Panels per row.
-    panel_size
-        Size of one panel in inches.
+    {panel_size}
     title
         Figure title.
     {save_show}
@@ -142,7 +139,7 @@ def spatial(
         raise TypeError(msg)
     scale_bar = check_scale_bar(scale_bar)
     check_save(save)
-    table = get_table(sdata, table_key)
+    table = check_section(sdata, table_key, spots=True)
     values = {key: values_per_spot(sdata, key, table_key=table_key, layer=layer) for key in keys}
     background = section_background(sdata, table, image_key, max_image_px, scale_bar=scale_bar)
 

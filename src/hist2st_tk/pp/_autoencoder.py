@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 from .._constants import TABLE_KEY
 from .._docs import doc_params
+from .._image import PatchDataset
 from .._logging import logger
 from .._validate import check_count
 from ._features import patch_reader, stain_transform
-from ._patches import PatchDataset, check_patch_um, patch_layout
+from ._patches import check_patch_um, patch_layout
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -70,8 +71,7 @@ def fit_autoencoder(
         Torch device to train on.
     overwrite
         Replace an existing directory at ``path``.
-    progress
-        Show a progress bar.
+    {progress}
 
     Returns
     -------
@@ -82,7 +82,8 @@ def fit_autoencoder(
     from spatialdata import SpatialData
     from torch.utils.data import ConcatDataset, DataLoader
 
-    from ..encoders._autoencoder import ConvAutoencoder, save_autoencoder, train_autoencoder
+    from ..encoders._autoencoder import ConvAutoencoder, train_autoencoder
+    from ..encoders._autoencoder_files import save_autoencoder
 
     sections = [sdatas] if isinstance(sdatas, SpatialData) else list(sdatas)
     if not sections:

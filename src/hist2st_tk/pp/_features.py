@@ -11,20 +11,18 @@ import numpy as np
 
 from .._constants import ATTRS_KEY, TABLE_KEY
 from .._docs import doc_params
-from .._logging import log_added, logger
-from .._sdata import get_table
-from .._validate import check_count
-from ._patches import (
+from .._image import (
     IN_MEMORY_MAX_BYTES,
     ImageReader,
     MultiScalePatchDataset,
     PatchDataset,
     PatchLayout,
-    add_patch_shapes,
     load_readers,
-    patch_layout,
-    patch_sizes,
 )
+from .._logging import log_added, logger
+from .._section import check_section
+from .._validate import check_count
+from ._patches import add_patch_shapes, patch_layout, patch_sizes
 
 if TYPE_CHECKING:
     import torch
@@ -94,8 +92,7 @@ def image_features(
         The image to read; by default the section's image.
     key_added
         ``obsm`` key of the features; by default ``"X_{encoder}"`` (timm names made key-safe).
-    progress
-        Show a progress bar.
+    {progress}
 
     Returns
     -------
@@ -127,7 +124,7 @@ def image_features(
     batch_size = check_count(batch_size, "batch_size")
     num_workers = _check_workers(num_workers)
     sizes = patch_sizes(patch_um)
-    table = get_table(sdata, table_key)
+    table = check_section(sdata, table_key, spots=True)
     # the steps before the first batch (importing torch and the encoder, decoding the image) take a while
     logger.info(
         "image features of %d spots (%s, %s um patches%s): loading the encoder and the image",
@@ -228,7 +225,7 @@ def encode_scales(
     description: str = "patches",
 ) -> list[np.ndarray]:
     """Features of a dataset of tuples of uint8 ``(3, H, W)`` tensors (one per patch size,
-    :class:`~hist2st_tk.pp._patches.MultiScalePatchDataset`), as one float32 ``(n, D)`` array per size.
+    :class:`~hist2st_tk._image.MultiScalePatchDataset`), as one float32 ``(n, D)`` array per size.
 
     The patches of each size go through the encoder in batches of ``batch_size`` spots, the same batches
     as :func:`encode` on that size alone, so the features are the same as encoding each size by itself.

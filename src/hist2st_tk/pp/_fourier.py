@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._constants import TABLE_KEY
+from .._constants import SPATIAL_KEY, TABLE_KEY
 from .._docs import doc_params
 from .._logging import log_added
 from .._scale import get_mpp
-from .._sdata import get_table, resolve_image_key, section_image_key, spatial_coords, with_table
+from .._sdata import resolve_image_key, section_image_key, with_table
+from .._section import check_section, spatial_coords
 from .._validate import check_count, check_microns
 
 if TYPE_CHECKING:
@@ -62,9 +63,7 @@ def fourier_coords(
     {table_key}
     key_added
         ``obsm`` and ``uns`` key written.
-    copy
-        Return a new SpatialData holding a modified copy of the table (the other elements are shared
-        with ``sdata``, not copied) and leave ``sdata`` unchanged.
+    {copy}
 
     Returns
     -------
@@ -86,7 +85,7 @@ def fourier_coords(
     n_features = check_count(n_features, "n_features")
     scale_um = _check_scale(scale_um)
     seed = _check_seed(seed)
-    table = get_table(sdata, table_key)
+    table = check_section(sdata, table_key, obsm=[SPATIAL_KEY])
     coords = spatial_coords(table, table_key)
     if image_key is None:
         image_key = section_image_key(sdata, table) or resolve_image_key(sdata, None)

@@ -11,7 +11,8 @@ import pandas as pd
 from .._constants import GENES_KEY, SAMPLE_KEY, TABLE_KEY
 from .._docs import doc_params
 from .._logging import format_ids, log_added
-from .._sdata import get_table, sample_names, section_list
+from .._sdata import sample_names, section_list
+from .._section import check_section
 from .._validate import check_count
 
 if TYPE_CHECKING:
@@ -87,8 +88,8 @@ def select_genes(
     """
     train = section_list(sdatas, "sdatas")
     others = [] if apply_to is None else section_list(apply_to, "apply_to")
-    train_tables = [get_table(sdata, table_key) for sdata in train]
-    other_tables = [get_table(sdata, table_key) for sdata in others]
+    train_tables = [check_section(sdata, table_key) for sdata in train]
+    other_tables = [check_section(sdata, table_key) for sdata in others]
     panel = gene_panel(
         train_tables, n_genes=n_genes, flavor=flavor, genes=genes, table_key=table_key, layer=layer
     )

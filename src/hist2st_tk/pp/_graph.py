@@ -7,11 +7,12 @@ import logging
 import warnings
 from typing import TYPE_CHECKING, Literal
 
-from .._constants import TABLE_KEY
+from .._constants import SPATIAL_KEY, TABLE_KEY
 from .._docs import doc_params
 from .._logging import log_added
 from .._scale import get_mpp
-from .._sdata import get_table, section_image_key, spatial_coords, with_table
+from .._sdata import section_image_key, with_table
+from .._section import check_section, spatial_coords
 from .._validate import check_count, check_microns
 
 if TYPE_CHECKING:
@@ -60,9 +61,7 @@ def spatial_graph(
     {table_key}
     key_added
         Prefix of the keys written (squidpy's ``key_added``).
-    copy
-        Return a new SpatialData holding a modified copy of the table (the other elements are shared
-        with ``sdata``, not copied) and leave ``sdata`` unchanged.
+    {copy}
 
     Returns
     -------
@@ -102,7 +101,7 @@ def spatial_graph(
         msg = f"`radius_um` is only used by `method='radius'`; got method={method!r}. Drop `radius_um`."
         raise ValueError(msg)
 
-    table = get_table(sdata, table_key)
+    table = check_section(sdata, table_key, obsm=[SPATIAL_KEY])
     coords = spatial_coords(table, table_key)
     if method != "radius":
         n_neighs = _check_n_neighs(n_neighs, table.n_obs)

@@ -12,7 +12,8 @@ import pandas as pd
 from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._logging import format_ids, log_added, logger
-from .._sdata import get_table, sample_names, section_list
+from .._sdata import sample_names, section_list
+from .._section import check_section
 from .._validate import check_count
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def ipca(
     _check_distinct(sections)
     n_comps = check_count(n_comps, "n_comps")
     batch_size = check_count(batch_size, "batch_size")
-    tables = [get_table(sdata, table_key) for sdata in sections]
+    tables = [check_section(sdata, table_key) for sdata in sections]
     labels = [_label(table, i) for i, table in enumerate(tables)]
     features = [
         _features(table, use_rep=use_rep, table_key=table_key, label=label)

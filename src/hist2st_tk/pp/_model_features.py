@@ -10,6 +10,7 @@ from .._constants import DEFAULT_MODEL_DIR, TABLE_KEY
 from .._docs import doc_params
 from .._logging import logger
 from .._sdata import get_table
+from .._section import check_section
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -55,7 +56,7 @@ def model_features(
     Nothing is left behind when the call fails.
     """
     recipe = feature_recipe(model)
-    table = get_table(sdata, table_key)
+    table = check_section(sdata, table_key, spots=True)
     recorded = recipe["inputs"]
     missing = [key for key in recipe["use_rep"] if key not in table.obsm]
     unknown = [key for key in missing if not recorded.get(key, {}).get("encoder")]
@@ -102,7 +103,11 @@ def feature_recipe(model: Predictor | Mapping[str, Any] | None) -> dict[str, Any
     if getattr(model, "is_fitted", True) is False:
         msg = f"`model` must be a fitted predictor; the {recipe.get('method')!r} model is not fitted."
         raise TypeError(msg)
-    return {"method": recipe.get("method", "given"), "use_rep": list(recipe["use_rep"]), "inputs": dict(recipe["inputs"])}
+    return {
+        "method": recipe.get("method", "given"),
+        "use_rep": list(recipe["use_rep"]),
+        "inputs": dict(recipe["inputs"]),
+    }
 
 
 def _image_calls(specs: dict[str, dict]) -> dict[str | None, list[str]]:

@@ -10,7 +10,7 @@ import numpy as np
 from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._logging import log_added
-from .._sdata import get_table
+from .._section import check_section
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -57,19 +57,7 @@ def aggregate_neighbors(
     >>> sdata["table"].obsm["X_fft_nbr"].shape
     (16, 16)
     """
-    table = get_table(sdata, table_key)
-    if use_rep not in table.obsm:
-        msg = (
-            f"Table {table_key!r} has no obsm[{use_rep!r}]; `ht.pp.image_features` writes `X_{{encoder}}`. "
-            f"obsm keys: {list(table.obsm)}."
-        )
-        raise KeyError(msg)
-    if connectivity_key not in table.obsp:
-        msg = (
-            f"Table {table_key!r} has no obsp[{connectivity_key!r}]; build the graph with "
-            f"`ht.pp.spatial_graph(sdata, ...)` first. obsp keys: {list(table.obsp)}."
-        )
-        raise KeyError(msg)
+    table = check_section(sdata, table_key, obsm=[use_rep], obsp=[connectivity_key])
     features = np.asarray(table.obsm[use_rep], dtype=np.float32)
     graph = table.obsp[connectivity_key]
     degree = np.asarray(graph.sum(axis=1)).ravel()

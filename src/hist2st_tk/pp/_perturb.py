@@ -18,13 +18,13 @@ from .._docs import doc_params
 from .._logging import logger
 from .._scale import check_mpp, get_mpp, set_mpp
 from .._sdata import (
-    get_table,
     image_levels,
     resolve_image_key,
     section_image_key,
     spots_key_of,
     written_by_prediction,
 )
+from .._section import check_section
 from .._validate import check_microns
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def perturb(
     >>> ht.io.get_mpp(coarse)[0] == 2 * ht.io.get_mpp(sdata)[0]
     True
     """
-    table = get_table(sdata, table_key)
+    table = check_section(sdata, table_key, spots=True)
     key = resolve_image_key(sdata, image_key or section_image_key(sdata, table))
     source_mpp, _ = get_mpp(sdata, key)
     target_mpp = source_mpp if mpp is None else check_mpp(mpp)
@@ -199,7 +199,11 @@ def _rebuilt(sdata, table, table_key: str, key: str, rgb: np.ndarray, scale: tup
         X=table.X.copy(),
         obs=table.obs.copy(),
         var=table.var.copy(),
-        layers={name: layer.copy() for name, layer in table.layers.items() if not written_by_prediction(table, name)},
+        layers={
+            name: layer.copy()
+            for name, layer in table.layers.items()
+            if not written_by_prediction(table, name)
+        },
     )
     if "spatial" in table.obsm:
         new_table.obsm["spatial"] = np.asarray(table.obsm["spatial"], dtype=np.float64) * np.asarray(scale)

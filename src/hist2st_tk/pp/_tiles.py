@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import ATTRS_KEY, INSTANCE_KEY, PATIENT_KEY, REGION_KEY, SAMPLE_KEY, TABLE_KEY
+from .._docs import doc_params
 from .._logging import log_added, logger
 from .._scale import get_mpp
 from .._sdata import image_levels, resolve_image_key
@@ -32,6 +33,7 @@ TILES_SUFFIX = "_tiles"
 TILE_MASK_MPP = 16.0
 
 
+@doc_params
 def tile_tissue(
     sdata: SpatialData,
     *,
@@ -63,8 +65,7 @@ def tile_tissue(
     stride_um
         Distance between the corners of neighbouring tiles in microns; ``tile_um`` by default (tiles
         touch). A smaller stride makes tiles overlap.
-    image_key
-        The H&E image; may be omitted when the SpatialData has exactly one image.
+    {image_key}
     min_tissue
         Smallest tissue fraction of a kept tile, in ``[0, 1]``.
     mask_mpp

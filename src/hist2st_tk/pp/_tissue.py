@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import ATTRS_KEY
+from .._docs import doc_params
 from .._logging import log_added
 from .._scale import get_mpp
 from .._sdata import image_levels, resolve_image_key
@@ -59,6 +60,7 @@ class LowRes:
         return self.mpp * float(np.mean(self.downscale))
 
 
+@doc_params
 def tissue_mask(
     sdata: SpatialData,
     *,
@@ -80,8 +82,7 @@ def tissue_mask(
     ----------
     sdata
         The section; the image's microns per pixel must be known (:func:`hist2st_tk.io.set_mpp`).
-    image_key
-        The H&E image; may be omitted when the SpatialData has exactly one image.
+    {image_key}
     target_mpp
         Microns per pixel of the mask (approximately: it is a whole pyramid level block-averaged by a
         whole factor).

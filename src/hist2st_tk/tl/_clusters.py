@@ -9,7 +9,7 @@ import pandas as pd
 from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._logging import log_added, logger
-from .._sdata import get_table
+from .._section import check_section
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -60,11 +60,7 @@ def cluster_agreement(
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    table = get_table(sdata, table_key)
-    for column in (cluster_key, label_key):
-        if column not in table.obs:
-            msg = f"No obs[{column!r}] in table {table_key!r}; obs columns: {list(table.obs.columns)}."
-            raise KeyError(msg)
+    table = check_section(sdata, table_key, obs=[cluster_key, label_key])
     both = table.obs[[cluster_key, label_key]].dropna()
     if len(both) < 2:
         msg = (

@@ -287,7 +287,7 @@ def _run_slide(
 
         # on a dask worker, the slide's own lazy arrays are computed here, not sent to the cluster
         with dask.config.set(scheduler="threads"):
-            result = _process_slide(path, name, patient, model, options, chunks)
+            result = slide_results(path, model, sample=name, patient=patient, checkpoint_dir=chunks, **options)
         from ..io import write_zarr
 
         write_zarr(result, store, overwrite=overwrite)
@@ -302,28 +302,39 @@ def _run_slide(
     return _record(job, **fields, seconds=time.perf_counter() - start)
 
 
-def _process_slide(path: str, name: str, patient: str, model, options: dict, chunks: Path) -> SpatialData:
-    """Read, tile and predict one slide; the result holds everything but the image."""
+def slide_results(
+    path: str | Path,
+    model,
+    *,
+    sample: str | None = None,
+    patient: str | None = None,
+    mpp: float | None = None,
+    checkpoint_dir: str | Path | None = None,
+    tile_um: float = 112.0,
+    stride_um: float | None = None,
+    min_tissue: float = 0.5,
+    batch_tiles: int = 4096,
+    batch_size: int = 32,
+    device: str = "auto",
+) -> SpatialData:
+    """One slide file read (:func:`~hist2st_tk.io.read_wsi`), tiled (:func:`~hist2st_tk.pp.tile_tissue`) and
+    predicted (:func:`predict_slide`): a SpatialData of its tiles, table and ``attrs``, without the image
+    (``attrs["hist2st_tk"]["slide"]`` names the file). What ``hist2st slide`` and every slide of
+    :func:`predict_cohort` run."""
     from .._sdata import without_images
     from ..io import read_wsi
     from ..pp import tile_tissue
 
-    sdata = read_wsi(path, mpp=options["mpp"], sample=name)
-    tile_tissue(
-        sdata,
-        tile_um=options["tile_um"],
-        stride_um=options["stride_um"],
-        min_tissue=options["min_tissue"],
-        patient=patient,
-    )
+    sdata = read_wsi(path, mpp=mpp, sample=sample)
+    tile_tissue(sdata, tile_um=tile_um, stride_um=stride_um, min_tissue=min_tissue, patient=patient)
     if sdata.tables[TABLE_KEY].n_obs:
         predict_slide(
             sdata,
             model,
-            batch_tiles=options["batch_tiles"],
-            checkpoint_dir=chunks,
-            batch_size=options["batch_size"],
-            device=options["device"],
+            batch_tiles=batch_tiles,
+            checkpoint_dir=checkpoint_dir,
+            batch_size=batch_size,
+            device=device,
         )
     return without_images(sdata)
 

@@ -12,7 +12,8 @@ import pandas as pd
 from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._logging import log_added, logger
-from .._sdata import common_genes, get_table, named_sections, patients, predictions
+from .._sdata import common_genes, named_sections, patients, predictions
+from .._section import check_section
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -94,7 +95,7 @@ def compare_regions(
     True
     """
     sections = named_sections(sdata_or_list, table_key)
-    tables = {name: get_table(sd, table_key) for name, sd in sections.items()}
+    tables = {name: check_section(sd, table_key) for name, sd in sections.items()}
     frames, labels, keys = {}, {}, set()
     for name, table in tables.items():
         used, frames[name] = predictions(table, key, table_key)
@@ -103,9 +104,6 @@ def compare_regions(
     boolean = all(pd.api.types.is_bool_dtype(table.obs[groupby]) for table in tables.values())
     wanted, ref = _comparison(labels, groupby, groups, reference, boolean=boolean)
     genes = common_genes(list(frames.values()))
-    if not genes:
-        msg = "The sections' predictions share no gene; predict them with one model."
-        raise ValueError(msg)
 
     rows, unit_means = [], {}
     for name in sections:

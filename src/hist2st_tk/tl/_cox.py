@@ -11,6 +11,7 @@ import pandas as pd
 
 from .._logging import logger
 from .._validate import check_count
+from ._patients import check_outcome_columns
 
 
 @dataclass
@@ -140,16 +141,7 @@ def cox(
 
 def _cox_data(table, duration_col: str, event_col: str, covariates) -> tuple[pd.DataFrame, list[str]]:
     """The rows and columns a Cox fit uses, checked; rows with missing values left out."""
-    if not isinstance(table, pd.DataFrame):
-        msg = f"`table` must be a pandas DataFrame, got {type(table).__name__}."
-        raise TypeError(msg)
-    missing = [c for c in (duration_col, event_col) if c not in table.columns]
-    if missing:
-        msg = (
-            f"The table lacks the survival columns {missing}; its columns: {list(table.columns)[:10]}. "
-            "Pass `duration_col=` / `event_col=`."
-        )
-        raise KeyError(msg)
+    check_outcome_columns(table, "table", duration_col, event_col)
     if covariates is None:
         numeric = table.select_dtypes(include=["number", "bool"]).columns
         covariates = [c for c in numeric if c not in (duration_col, event_col)]

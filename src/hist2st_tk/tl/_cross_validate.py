@@ -15,7 +15,8 @@ from .._docs import doc_params
 from .._logging import logger
 from .._metrics import GENE_METRICS, score_expression, tumor_auc
 from .._protocols import PANELS, protocol_folds
-from .._sdata import get_table, named_sections, patients
+from .._sdata import named_sections, patients
+from .._section import check_section
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -122,7 +123,7 @@ def cross_validate(
     method_class(method)  # an unknown method fails before any fit
     score_rows, fold_rows, predictions, annotations = [], [], {}, {}
     for name, train, test in folds:
-        tables = [get_table(sections[s], table_key) for s in train]
+        tables = [check_section(sections[s], table_key) for s in train]
         fold_panels = _fold_panels(tables, panels, table_key)
         genes = pd.Index(dict.fromkeys(g for panel in fold_panels.values() for g in panel))
         start = time.perf_counter()
@@ -137,7 +138,7 @@ def cross_validate(
             predicted, extra = model.predict_all(sections[held_out], table_key=table_key)
             predict_seconds = time.perf_counter() - start
             predictions[name][held_out], annotations[name][held_out] = predicted, extra
-            table = get_table(sections[held_out], table_key)
+            table = check_section(sections[held_out], table_key)
             auc = tumor_auc(table.obs, extra, label_key)
             for panel, panel_genes in fold_panels.items():
                 per_gene, per_spot = score_expression(predicted, table, panel_genes, table_key=table_key)

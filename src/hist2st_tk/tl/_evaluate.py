@@ -10,11 +10,13 @@ from .._constants import TABLE_KEY
 from .._docs import doc_params
 from .._logging import log_added
 from .._metrics import GENE_METRICS, score_expression
-from .._sdata import get_table, predictions
+from .._sdata import predictions
+from .._section import check_section
 from ._tumor import tumor_score_auc
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
+
 
 @doc_params
 def evaluate(
@@ -55,7 +57,7 @@ def evaluate(
     Predicted genes that the section does not measure cannot be scored: they are left out, with a warning
     naming them (:func:`cross_validate` does the same). Nothing is written when the call fails.
     """
-    table = get_table(sdata, table_key)
+    table = check_section(sdata, table_key)
     _, predicted = predictions(table, key, table_key)
     per_gene, per_spot = score_expression(predicted, table, genes, table_key=table_key)
     scored = per_gene.index

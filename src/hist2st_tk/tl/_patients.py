@@ -15,7 +15,8 @@ from .._constants import PATIENT_KEY, TABLE_KEY, TUMOR_KEY
 from .._docs import doc_params
 from .._files import atomic_write
 from .._logging import format_ids, logger
-from .._sdata import common_genes, get_table, predictions
+from .._sdata import common_genes, predictions
+from .._section import check_section
 from .._validate import check_count
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ def _spot_frame(sdatas, patient_key: str, key, genes, table_key: str) -> pd.Data
     sections = named_sections(sdatas, table_key)
     parts = []
     for name, sd in sections.items():
-        table = get_table(sd, table_key)
+        table = check_section(sd, table_key)
         _, frame = predictions(table, key, table_key)
         if patient_key not in table.obs:
             msg = f"Section {name!r} has no obs[{patient_key!r}]; obs columns: {list(table.obs.columns)}."
@@ -134,14 +135,9 @@ def _spot_frame(sdatas, patient_key: str, key, genes, table_key: str) -> pd.Data
         if TUMOR_KEY in table.obs:
             part[TUMOR_KEY] = table.obs[TUMOR_KEY].astype("boolean").to_numpy()
         parts.append(part)
-    shared = common_genes([p.drop(columns=[patient_key, "_section"]) for p in parts])
-    shared = [g for g in shared if g != TUMOR_KEY]
-    if genes is not None:
-        missing = pd.Index(genes).difference(shared)
-        if len(missing):
-            msg = f"{len(missing)} genes are not predicted in every section: {format_ids(missing)}."
-            raise KeyError(msg)
-        shared = list(genes)
+    shared = common_genes(
+        [p.drop(columns=[patient_key, "_section", TUMOR_KEY], errors="ignore") for p in parts], genes
+    )
     has_tumor = all(TUMOR_KEY in p for p in parts)
     columns = [*shared, patient_key, "_section", *([TUMOR_KEY] if has_tumor else [])]
     return pd.concat([p[columns] for p in parts], ignore_index=True)
@@ -162,16 +158,7 @@ def _clinical(
     clinical: pd.DataFrame, patient_key: str, duration_col: str, event_col: str, patients
 ) -> pd.DataFrame:
     """The clinical table indexed by patient id (str), checked to hold every patient and both outcomes."""
-    if not isinstance(clinical, pd.DataFrame):
-        msg = f"`clinical` must be a pandas DataFrame, got {type(clinical).__name__}."
-        raise TypeError(msg)
-    missing_cols = [c for c in (duration_col, event_col) if c not in clinical.columns]
-    if missing_cols:
-        msg = (
-            f"The clinical table lacks {missing_cols}; its columns: {list(clinical.columns)}. "
-            "Pass `duration_col=` / `event_col=`."
-        )
-        raise KeyError(msg)
+    check_outcome_columns(clinical, "clinical", duration_col, event_col)
     table = clinical.set_index(patient_key) if patient_key in clinical.columns else clinical
     table = table.set_axis(table.index.astype(str))
     if table.index.duplicated().any():
@@ -243,3 +230,17 @@ def write_survival_table(table: pd.DataFrame, path: str | Path) -> Path:
         data = buffer.getvalue()
     atomic_write(path, data)
     return path
+
+
+def check_outcome_columns(frame: pd.DataFrame, name: str, duration_col: str, event_col: str) -> None:
+    """Raise unless the argument ``name`` is a DataFrame holding both survival outcome columns."""
+    if not isinstance(frame, pd.DataFrame):
+        msg = f"`{name}` must be a pandas DataFrame, got {type(frame).__name__}."
+        raise TypeError(msg)
+    missing = [c for c in (duration_col, event_col) if c not in frame.columns]
+    if missing:
+        msg = (
+            f"`{name}` lacks the survival columns {missing}; its columns: {format_ids(frame.columns)}. "
+            "Pass `duration_col=` / `event_col=`."
+        )
+        raise KeyError(msg)

@@ -12,7 +12,8 @@ import pandas as pd
 from .._constants import GENES_KEY, TABLE_KEY, predicted_key
 from .._docs import doc_params
 from .._logging import log_added, logger
-from .._sdata import get_table, written_by_prediction
+from .._sdata import section_list, written_by_prediction
+from .._section import check_section
 from ..models._novelty import FeatureNovelty
 
 if TYPE_CHECKING:
@@ -77,13 +78,12 @@ def fit_predictor(
     >>> list(model.genes)[:2]
     ['gene_011', 'gene_002']
     """
-    from spatialdata import SpatialData
 
     from ..models import method_class
     from ..pp._genes import gene_panel
 
-    sections = [sdatas] if isinstance(sdatas, SpatialData) else list(sdatas)
-    tables = [get_table(sd, table_key) for sd in sections]
+    sections = section_list(sdatas, "sdatas")
+    tables = [check_section(sd, table_key) for sd in sections]
     model = method_class(method)(seed=seed, **({} if use_rep is None else {"use_rep": use_rep}), **hparams)
     if genes is None:
         panel = _marked_panel(tables, table_key)
@@ -130,8 +130,7 @@ def predict_expression(
         A fitted predictor, or the directory of a saved one. ``None``: the default model shipped with
         the package (:func:`hist2st_tk.models.default_model`, trained on the six HER2ST sections; see its
         model card).
-    key_added
-        Name of the predictions; by default ``"predicted_{method}"``.
+    {predictions_key_added}
     compute_features
         Check the image (:func:`warn_if_unsuitable`) and compute the features the model reads that the
         table lacks (with a progress bar). ``False`` requires them to be there already (an error names
@@ -166,7 +165,7 @@ def predict_expression(
 
     model = resolve(model)
     key = key_added or predicted_key(model.method)
-    table = get_table(sdata, table_key)
+    table = check_section(sdata, table_key)
     _check_key_added(table, key, table_key)
     if compute_features:  # before any feature is computed (a caller that made them checked already)
         warn_if_unsuitable(sdata, model, table_key=table_key)
@@ -178,7 +177,7 @@ def predict_expression(
     except BaseException:
         snapshot.restore()
         raise
-    table = get_table(sdata, table_key)
+    table = check_section(sdata, table_key)
     params = {
         "method": model.method,
         "genes": len(model.genes),
@@ -253,7 +252,7 @@ def warn_if_unsuitable(sdata: SpatialData, model: Predictor, *, table_key: str =
     from .._scale import get_mpp
     from .._sdata import image_levels, section_image_key
 
-    image_key = section_image_key(sdata, get_table(sdata, table_key))
+    image_key = section_image_key(sdata, check_section(sdata, table_key))
     if image_key is None:
         return []
     messages = []
@@ -271,7 +270,11 @@ def warn_if_unsuitable(sdata: SpatialData, model: Predictor, *, table_key: str =
         mpp = get_mpp(sdata, image_key)[0]
     except KeyError:
         mpp = None
-    if allowed is not None and mpp is not None and not allowed[0] / MPP_TOLERANCE <= mpp <= allowed[1] * MPP_TOLERANCE:
+    if (
+        allowed is not None
+        and mpp is not None
+        and not allowed[0] / MPP_TOLERANCE <= mpp <= allowed[1] * MPP_TOLERANCE
+    ):
         messages.append(
             f"The image {image_key!r} has {mpp:.3g} um/px, outside the range the {model.method!r} model is "
             f"meant for ({allowed[0]:.3g}-{allowed[1]:.3g} um/px): expect less accurate predictions."

@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 
 from .._constants import TABLE_KEY, predicted_key
+from .._docs import doc_params
 from .._logging import format_ids, log_added, logger
-from .._sdata import get_table, instance_key, with_table
+from .._sdata import instance_key, with_table
+from .._section import check_section
 from .._validate import check_count
 from ..pp._model_features import model_features
 from ._checkpoint import Checkpoint, fingerprint
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from ..models import Predictor
 
 
+@doc_params
 def predict_slide(
     sdata: SpatialData,
     model: Predictor | str | Path,
@@ -78,8 +81,7 @@ def predict_slide(
         the fingerprint and its tiles' ids too: a batch file that cannot be read (truncated, damaged),
         belongs to another run or holds other tiles (files renamed or copied) is never used; a warning
         names it, and the batch is computed again and its file replaced.
-    key_added
-        Name of the predictions; by default ``"predicted_{method}"``.
+    {predictions_key_added}
     weights
         Weights of the encoder when it needs a local file (timm models, ``"autoencoder"``); see
         :func:`hist2st_tk.pp.image_features`.
@@ -116,7 +118,7 @@ def predict_slide(
     specs = feature_specs(model)
     warn_if_unsuitable(sdata, model, table_key=table_key)
     batch_tiles = check_count(batch_tiles, "batch_tiles")
-    table = get_table(sdata, table_key)
+    table = check_section(sdata, table_key, spots=True)
     if table.n_obs == 0:
         msg = (
             f"Table {table_key!r} has no tiles to predict on; `ht.pp.tile_tissue(sdata)` makes them "
@@ -262,7 +264,7 @@ def _quiet(function: Callable) -> Callable:
 
 def _batch_features(sdata: SpatialData, rows, specs: dict, *, table_key: str, options: dict) -> dict:
     """Features of one batch of tiles; tiles whose pixels cannot be decoded are left out and listed."""
-    from ..pp._patches import UnreadableImageError
+    from .._image import UnreadableImageError
 
     ids = instance_key(rows)
     try:
@@ -309,9 +311,10 @@ def _encode_rows(sdata, rows, specs: dict, *, table_key: str, options: dict, ski
 
 def _unreadable(sdata: SpatialData, rows, specs: dict, *, table_key: str) -> list[str]:
     """Ids of the tiles whose patch (at any of the model's patch sizes) cannot be decoded."""
+    from .._image import PatchDataset, UnreadableImageError
     from ..encoders import get_encoder_spec
     from ..pp._features import patch_reader
-    from ..pp._patches import PatchDataset, UnreadableImageError, patch_layout
+    from ..pp._patches import patch_layout
 
     sub = with_table(sdata, table_key, rows.copy())
     bad: set[str] = set()

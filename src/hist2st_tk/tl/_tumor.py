@@ -15,7 +15,8 @@ from .._docs import doc_params
 from .._logging import format_ids, log_added, logger
 from .._markers import NON_TUMOR_MARKERS, TUMOR_MARKERS
 from .._metrics import tumor_auc
-from .._sdata import common_genes, get_table, named_sections, predictions
+from .._sdata import common_genes, named_sections, predictions
+from .._section import check_section
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -126,22 +127,12 @@ def fit_tumor_classifier(
     sections = named_sections(sdatas, table_key)
     frames, labels = [], []
     for name, sd in sections.items():
-        table = get_table(sd, table_key)
+        table = check_section(sd, table_key)
         _, frame = predictions(table, key, table_key)
         known = _labels(table.obs, label_key, name)
         frames.append(frame.loc[known.index])
         labels.append(known)
-    shared = common_genes(frames)
-    if genes is not None:
-        missing = pd.Index(genes).difference(shared)
-        if len(missing):
-            msg = f"{len(missing)} genes are not predicted in every training section: {format_ids(missing)}."
-            raise KeyError(msg)
-        shared = list(genes)
-    genes = shared
-    if not genes:
-        msg = "The training sections' predictions share no gene; predict them with one model."
-        raise ValueError(msg)
+    genes = common_genes(frames, genes, of="training sections")
     y = pd.concat(labels).to_numpy(dtype=bool)
     if y.all() or not y.any():
         msg = f"obs[{label_key!r}] of the training sections holds one class only; both are needed."
@@ -226,7 +217,7 @@ def tumor_regions(
     >>> bool(((score >= 0) & (score <= 1)).all())
     True
     """
-    table = get_table(sdata, table_key)
+    table = check_section(sdata, table_key)
     key, frame = predictions(table, key, table_key)
     if not 0 <= threshold <= 1:
         msg = f"`threshold` must lie in [0, 1] (scores are probabilities), got {threshold}."
@@ -297,10 +288,6 @@ def tumor_score_auc(
     -------
     The area under the ROC curve (NaN when the known labels hold one class only); writes nothing.
     """
-    obs = get_table(sdata, table_key).obs
-    for column in (score_key, label_key):
-        if column not in obs:
-            msg = f"No obs[{column!r}] in table {table_key!r}; obs columns: {list(obs.columns)}."
-            raise KeyError(msg)
+    obs = check_section(sdata, table_key, obs=[score_key, label_key]).obs
     _labels(obs, label_key, table_key)  # a clear error for a non-boolean label column
     return tumor_auc(obs, pd.DataFrame({TUMOR_SCORE_KEY: obs[score_key]}), label_key)
